@@ -1,0 +1,61 @@
+"""tf.data input from the ExampleGen shards, shared by the trainer, tuner and evaluator."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from components import examples
+from components.preprocessing import preprocess_image
+
+
+def parse_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    return tf.io.parse_single_example(serialized, examples.FEATURE_SPEC)
+
+
+def read_split(examples_dirs: str | list[str], split: str) -> tf.data.Dataset:
+    """Parsed Contract 1 examples of one split, from one or more ExampleGen outputs (spans)."""
+    dirs = [examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs)
+    files = sorted(f for d in dirs for f in tf.io.gfile.glob(examples.shard_pattern(d, split)))
+    if not files:
+        raise FileNotFoundError(f"no {split} shards under {dirs}")
+    return tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+        parse_examples, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def to_model_input(
+    example: dict[str, tf.Tensor], image_height: int, image_width: int, max_label_length: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(image float32 [H, W, 1], labels int32 [max_label_length]: id + 1, zero padded)."""
+    image = preprocess_image(example["image"], image_height, image_width)
+    ids = tf.cast(example["label_ids"], tf.int32) + 1
+    labels = tf.pad(ids, [[0, max_label_length - tf.shape(ids)[0]]])
+    labels.set_shape([max_label_length])
+    return image, labels
+
+
+def make_dataset(
+    examples_dirs: str | list[str],
+    split: str,
+    *,
+    image_height: int,
+    image_width: int,
+    max_label_length: int,
+    batch_size: int,
+    training: bool = False,
+    augment: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (images [B, H, W, 1], labels [B, max_label_length]) for `model.fit`."""
+    ds = read_split(examples_dirs, split).map(
+        lambda ex: to_model_input(ex, image_height, image_width, max_label_length),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        if augment is not None:
+            ds = ds.map(lambda image, labels: (augment(image), labels), tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,177 @@
+"""The CNN + BiLSTM + CTC model, built from a `ModelConfig`, and its greedy CTC decoder.
+
+Class layout of the model's output: index 0 is the CTC blank, index `i + 1` is line `i` of
+`vocab.txt`. That is the convention of `keras.losses.CTC` (blank and label padding = 0), so
+the trainer feeds `label_ids + 1` padded with zeros.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from components.preprocessing import DEFAULT_IMAGE_HEIGHT, DEFAULT_IMAGE_WIDTH
+
+BLANK = 0
+IMAGE_INPUT = "image"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the model; what the tuner searches and `best_hyperparameters.json` holds."""
+
+    image_height: int = DEFAULT_IMAGE_HEIGHT
+    image_width: int = DEFAULT_IMAGE_WIDTH
+    conv_filters: tuple[int, ...] = (32, 64)
+    kernel_size: int = 3
+    batch_norm: bool = False
+    dense_units: int = 64
+    dropout: float = 0.2
+    lstm_units: tuple[int, ...] = (128, 64)
+    lstm_dropout: float = 0.25
+    learning_rate: float = 1e-3
+
+    @property
+    def time_steps(self) -> int:
+        """Output frames: the first two conv blocks halve the width, later ones keep it."""
+        steps = self.image_width
+        for _ in self.conv_filters[:2]:
+            steps //= 2
+        return steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model hyperparameters: {sorted(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+    def to_json(self, path: str) -> None:
+        with tf.io.gfile.GFile(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def from_json(cls, path: str) -> "ModelConfig":
+        with tf.io.gfile.GFile(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# The architecture of the Keras example "OCR model for reading Captchas", kept as a baseline.
+KERAS_EXAMPLE = ModelConfig()
+
+
+def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
+    """A compiled model mapping images [B, H, W, 1] in [0, 1] to CTC logits [B, T, vocab_size + 1]."""
+    images = keras.Input((config.image_height, config.image_width, 1), name=IMAGE_INPUT)
+    # Width becomes the time axis, as in the Keras example.
+    x = keras.layers.Permute((2, 1, 3), name="width_first")(images)
+    for block, filters in enumerate(config.conv_filters, start=1):
+        x = keras.layers.Conv2D(
+            filters,
+            config.kernel_size,
+            padding="same",
+            kernel_initializer="he_normal",
+            use_bias=not config.batch_norm,
+            name=f"conv{block}",
+        )(x)
+        if config.batch_norm:
+            x = keras.layers.BatchNormalization(name=f"conv{block}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"conv{block}_relu")(x)
+        pool = (2, 2) if block <= 2 else (1, 2)
+        x = keras.layers.MaxPooling2D(pool, name=f"pool{block}")(x)
+    x = keras.layers.Reshape((config.time_steps, -1), name="frames")(x)
+    x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(config.dropout, name="dense_dropout")(x)
+    for layer, units in enumerate(config.lstm_units, start=1):
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(units, return_sequences=True, dropout=config.lstm_dropout),
+            name=f"bilstm{layer}",
+        )(x)
+    logits = keras.layers.Dense(vocab_size + 1, name="logits")(x)
+    model = keras.Model(images, logits, name="captcha_ocr")
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.CTC(),
+        metrics=[SequenceAccuracy(), CharacterErrorRate()],
+    )
+    return model
+
+
+def greedy_decode(logits: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor]:
+    """Best path decoding: collapse repeats, drop blanks.
+
+    Returns vocabulary ids (ragged [B, None]) and the probability of the best path, [B].
+    """
+    probs = tf.nn.softmax(logits, axis=-1)
+    best = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
+    keep = tf.logical_and(best != BLANK, best != previous)
+    ids = tf.ragged.boolean_mask(best, keep) - 1
+    confidence = tf.exp(tf.reduce_sum(tf.math.log(tf.reduce_max(probs, axis=-1)), axis=-1))
+    return ids, confidence
+
+
+def ids_to_text(ids: tf.RaggedTensor, vocab: Sequence[str]) -> tf.Tensor:
+    """Ragged vocabulary ids -> one UTF-8 string per row."""
+    chars = tf.gather(tf.constant(list(vocab)), ids)
+    return tf.strings.reduce_join(chars, axis=-1)
+
+
+def decode_logits(logits: tf.Tensor, vocab: Sequence[str]) -> tuple[tf.Tensor, tf.Tensor]:
+    """CTC logits -> (text [B] tf.string, confidence [B] float32)."""
+    ids, confidence = greedy_decode(logits)
+    return ids_to_text(ids, vocab), confidence
+
+
+def _decoded_and_true(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.SparseTensor, tf.SparseTensor]:
+    """Greedy decoding of `y_pred` and the zero-padded `y_true`, both as sparse class ids."""
+    ids, _ = greedy_decode(y_pred)
+    decoded = (ids + 1).to_sparse()
+    labels = tf.cast(y_true, tf.int32)
+    truth = tf.sparse.from_dense(labels)
+    return tf.cast(decoded, tf.int64), tf.cast(truth, tf.int64)
+
+
+class SequenceAccuracy(keras.metrics.Metric):
+    """Share of captchas read exactly (greedy decoding), the metric users care about."""
+
+    def __init__(self, name: str = "sequence_accuracy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: Any = None) -> None:
+        decoded, truth = _decoded_and_true(y_true, y_pred)
+        distance = tf.edit_distance(decoded, truth, normalize=False)
+        self.correct.assign_add(tf.reduce_sum(tf.cast(distance == 0, "float32")))
+        self.total.assign_add(tf.cast(tf.shape(y_true)[0], "float32"))
+
+    def result(self) -> tf.Tensor:
+        return tf.math.divide_no_nan(self.correct, self.total)
+
+
+class CharacterErrorRate(keras.metrics.Metric):
+    """Edit distance summed over the batch divided by the number of true characters."""
+
+    def __init__(self, name: str = "cer", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.errors = self.add_variable(shape=(), initializer="zeros", name="errors")
+        self.characters = self.add_variable(shape=(), initializer="zeros", name="characters")
+
+    def update_state(self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: Any = None) -> None:
+        decoded, truth = _decoded_and_true(y_true, y_pred)
+        distance = tf.edit_distance(decoded, truth, normalize=False)
+        self.errors.assign_add(tf.reduce_sum(tf.cast(distance, "float32")))
+        self.characters.assign_add(tf.reduce_sum(tf.cast(y_true != 0, "float32")))
+
+    def result(self) -> tf.Tensor:
+        return tf.math.divide_no_nan(self.errors, self.characters)

@@ -1,0 +1,36 @@
+"""captcha-ocr: train, validate, tune and export CTC models that read text captchas."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="captcha-ocr",
+    version="0.1.0",
+    description=(
+        "A TFX-style pipeline (Beam ExampleGen, TFDV, Keras Tuner, CNN+BiLSTM+CTC) that "
+        "turns a folder of labelled captcha images into a TF Serving model."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*"]),
+    install_requires=[
+        "tensorflow==2.16.2",
+        "keras>=3.0,<3.16",
+        "keras-tuner==1.4.8",
+        "tensorflow-data-validation==1.16.1",
+        "tfx-bsl==1.16.1",
+        "tensorflow-metadata==1.16.1",
+        "tensorflow-serving-api==2.16.1",
+        "apache-beam[gcp]==2.61.0",
+        "pyarrow==10.0.1",
+        "numpy<2",
+        "pandas<2",
+        "pillow",
+        "captcha==0.7.1",
+        "matplotlib",
+        "requests",
+        "rich",
+    ],
+    extras_require={"test": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["captcha-ocr=pipeline.cli:main"]},
+)
