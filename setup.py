@@ -16,7 +16,7 @@ setup(
     install_requires=[
         "tensorflow==2.16.2",
         "keras>=3.0,<3.16",
-        "keras-tuner==1.4.8",
+        "keras-tuner[bayesian]==1.4.8",  # scipy + scikit-learn for --algorithm bayesian
         "tensorflow-data-validation==1.16.1",
         "tfx-bsl==1.16.1",
         "tensorflow-metadata==1.16.1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -36,6 +36,31 @@ def to_model_input(
     return image, labels
 
 
+def in_validation_holdout(example: dict[str, tf.Tensor], validation_percent: int) -> tf.Tensor:
+    """A stable pure function of the image digest, like the train/eval split itself."""
+    bucket = tf.strings.to_hash_bucket_fast(example["sha256"], 100)
+    return bucket < validation_percent
+
+
+def read_subset(
+    examples_dirs: str | list[str], split: str, validation_percent: int = 0, subset: str = "all"
+) -> tf.data.Dataset:
+    """One split, or its `fit` / `validation` part (validation_percent % of it, by digest).
+
+    The trainer picks its best epoch on the validation part of the train split, so the eval
+    split stays untouched until the evaluator reads it.
+    """
+    ds = read_split(examples_dirs, split)
+    if subset == "all":
+        return ds
+    if subset not in ("fit", "validation"):
+        raise ValueError(f"subset is all, fit or validation, got {subset!r}")
+    want_validation = subset == "validation"
+    return ds.filter(
+        lambda ex: in_validation_holdout(ex, validation_percent) == want_validation
+    )
+
+
 def make_dataset(
     examples_dirs: str | list[str],
     split: str,
@@ -45,17 +70,25 @@ def make_dataset(
     max_label_length: int,
     batch_size: int,
     training: bool = False,
-    augment: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+    augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int = 0,
+    validation_percent: int = 0,
+    subset: str = "all",
 ) -> tf.data.Dataset:
-    """Batches of (images [B, H, W, 1], labels [B, max_label_length]) for `model.fit`."""
-    ds = read_split(examples_dirs, split).map(
+    """Batches of (images [B, H, W, 1], labels [B, max_label_length]) for `model.fit`.
+
+    Decoded images are cached in memory after the first epoch; `augment` (a function of a
+    batch of images, see components/augmentation.py) runs on training batches only, after
+    the cache, so every epoch sees fresh variations.
+    """
+    ds = read_subset(examples_dirs, split, validation_percent, subset).map(
         lambda ex: to_model_input(ex, image_height, image_width, max_label_length),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.cache()
     if training:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-        if augment is not None:
-            ds = ds.map(lambda image, labels: (augment(image), labels), tf.data.AUTOTUNE)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if training and augment is not None:
+        ds = ds.map(lambda images, labels: (augment(images), labels), tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

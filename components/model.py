@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
 from components.preprocessing import DEFAULT_IMAGE_HEIGHT, DEFAULT_IMAGE_WIDTH
 
+if TYPE_CHECKING:
+    import keras_tuner
+
 BLANK = 0
 IMAGE_INPUT = "image"
+LOGITS_LAYER = "logits"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +48,24 @@ class ModelConfig:
             steps //= 2
         return steps
 
+    @property
+    def max_label_length(self) -> int:
+        """Longest label CTC can always emit: repeated characters need a blank between them."""
+        return (self.time_steps - 1) // 2
+
+    def check_label_length(self, max_label_length: int) -> None:
+        if max_label_length > self.max_label_length:
+            raise ValueError(
+                f"labels of up to {max_label_length} characters need at least "
+                f"{2 * max_label_length + 1} time steps; this model has {self.time_steps} "
+                f"(image_width {self.image_width}): use a wider image_width"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -60,13 +78,53 @@ class ModelConfig:
             json.dump(self.to_dict(), f, indent=2)
 
     @classmethod
-    def from_json(cls, path: str) -> "ModelConfig":
+    def from_json(cls, path: str) -> ModelConfig:
         with tf.io.gfile.GFile(path) as f:
             return cls.from_dict(json.load(f))
 
 
 # The architecture of the Keras example "OCR model for reading Captchas", kept as a baseline.
 KERAS_EXAMPLE = ModelConfig()
+
+
+def search_space(hp: keras_tuner.HyperParameters, base: ModelConfig) -> ModelConfig:
+    """The tuner's search space, a neighbourhood of `base`, as a `ModelConfig`.
+
+    Every width (conv filters per block, dense units, LSTM units per layer) is half, equal to
+    or double the base's, so the scale follows the base (a tiny base, a tiny search); the
+    depth of both stacks, dropout, learning rate and batch norm are searched as well. Image
+    size, kernel size and LSTM dropout stay as in `base`. Deeper layers than the base has
+    take the base's last width; layers beyond the chosen depth are conditional
+    hyperparameters, so a trial only lists what its model uses.
+    """
+
+    def around(value: int) -> list[int]:
+        return sorted({max(4, value // 2), value, 2 * value})
+
+    def widths(name: str, unit: str, base_widths: tuple[int, ...], low: int, high: int):
+        depth = hp.Int(f"{name}_layers", low, high, default=min(max(len(base_widths), low), high))
+        chosen = []
+        for layer in range(1, high + 1):
+            width = base_widths[min(layer, len(base_widths)) - 1]
+            with hp.conditional_scope(f"{name}_layers", list(range(max(layer, low), high + 1))):
+                value = hp.Choice(f"{name}{layer}_{unit}", around(width), default=width)
+            if layer <= depth:
+                chosen.append(value)
+        return tuple(chosen)
+
+    # Blocks after the second halve the height only; stop before it would reach zero.
+    max_blocks = max(2, min(4, base.image_height.bit_length() - 1), len(base.conv_filters))
+    dropout = min(round(base.dropout, 1), 0.5)
+    learning_rate = min(max(base.learning_rate, 1e-4), 1e-2)
+    return dataclasses.replace(
+        base,
+        conv_filters=widths("conv", "filters", base.conv_filters, 2, max_blocks),
+        batch_norm=hp.Boolean("batch_norm", default=base.batch_norm),
+        dense_units=hp.Choice("dense_units", around(base.dense_units), default=base.dense_units),
+        dropout=round(hp.Float("dropout", 0.0, 0.5, step=0.1, default=dropout), 2),
+        lstm_units=widths("lstm", "units", base.lstm_units, 1, max(2, len(base.lstm_units))),
+        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=learning_rate),
+    )
 
 
 def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
@@ -96,14 +154,21 @@ def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
             keras.layers.LSTM(units, return_sequences=True, dropout=config.lstm_dropout),
             name=f"bilstm{layer}",
         )(x)
-    logits = keras.layers.Dense(vocab_size + 1, name="logits")(x)
+    logits = keras.layers.Dense(vocab_size + 1, name=LOGITS_LAYER)(x)
     model = keras.Model(images, logits, name="captcha_ocr")
+    compile_model(model, config.learning_rate)
+    return model
+
+
+def compile_model(
+    model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> None:
+    """Adam + CTC loss + the two reading metrics; the trainer recompiles with its LR schedule."""
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CTC(),
         metrics=[SequenceAccuracy(), CharacterErrorRate()],
     )
-    return model
 
 
 def greedy_decode(logits: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor]:
@@ -141,6 +206,7 @@ def _decoded_and_true(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.SparseTe
     return tf.cast(decoded, tf.int64), tf.cast(truth, tf.int64)
 
 
+@keras.saving.register_keras_serializable(package="captcha_ocr")
 class SequenceAccuracy(keras.metrics.Metric):
     """Share of captchas read exactly (greedy decoding), the metric users care about."""
 
@@ -159,6 +225,7 @@ class SequenceAccuracy(keras.metrics.Metric):
         return tf.math.divide_no_nan(self.correct, self.total)
 
 
+@keras.saving.register_keras_serializable(package="captcha_ocr")
 class CharacterErrorRate(keras.metrics.Metric):
     """Edit distance summed over the batch divided by the number of true characters."""
 

@@ -1,0 +1,534 @@
+"""ExampleGen: an Apache Beam job that turns labelled captcha images into Contract 1 examples.
+
+One job checks every image (it must decode), takes its label from the file name or a CSV,
+rejects what cannot be used (with the reason, into `rejected.jsonl`), removes duplicate
+images, builds the vocabulary, splits train/eval by SHA-256 and writes GZIP TFRecord shards.
+Shards are written by the job itself, one shard per (split, shard number), with records sorted
+by SHA-256, so a re-run on the same inputs gives byte-identical files.
+
+The job writes into a temporary sibling folder that is renamed into place only after it has
+succeeded and the counts add up (inputs = written + rejected); on filesystems without
+directory rename (gs://) it writes in place and `metadata.json`, written last, marks the
+output complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from components import examples
+
+# Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
+DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
+DEFAULT_NUM_SHARDS = 4
+SUMMARY_FILE = "_summary.json"
+SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
+
+# Rejection reasons (the `reason` field of rejected.jsonl).
+UNREADABLE = "unreadable"
+NOT_AN_IMAGE = "not_an_image"
+UNSUPPORTED_FORMAT = "unsupported_format"
+EMPTY_FILE = "empty_file"
+EMPTY_LABEL = "empty_label"
+BAD_CHARACTER = "bad_character"
+LABEL_TOO_LONG = "label_too_long"
+DUPLICATE = "duplicate"
+CONFLICTING_LABELS = "conflicting_labels"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    labels_csv: str | None = None  # `filename,label` rows, names relative to the CSV's folder
+    label_pattern: str = DEFAULT_LABEL_PATTERN  # regex on the file name stem; group `label`
+    alphabet: str | None = None  # allowed characters; None allows any
+    vocab_path: str | None = None  # an existing vocab.txt (retraining): never re-mapped
+    max_label_length: int | None = None  # longer labels are rejected; None: no limit
+    eval_percent: int = examples.DEFAULT_EVAL_PERCENT
+    num_shards: int = DEFAULT_NUM_SHARDS  # per split
+    span: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.eval_percent <= 100:
+            raise ValueError(f"eval_percent must be in 0..100, got {self.eval_percent}")
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        if self.max_label_length is not None and self.max_label_length < 1:
+            raise ValueError(f"max_label_length must be >= 1, got {self.max_label_length}")
+        re.compile(self.label_pattern)
+
+
+class Inspected(NamedTuple):
+    """An input that decoded and has a usable label."""
+
+    sha256: str
+    source: str
+    label: str
+    image: bytes
+    image_format: str
+    height: int
+    width: int
+    channels: int
+
+
+@dataclass
+class IngestPlan:
+    """Everything the job needs, resolved in the driver before the pipeline is built."""
+
+    inputs: list[str]
+    output_dir: str  # where the job writes (a temporary sibling of the final output locally)
+    config: IngestConfig
+    labels_by_source: dict[str, str] | None = None  # from the CSV; None: from file names
+    vocab: list[str] | None = None  # fixed vocabulary (retraining); None: built by the job
+    skipped_hidden: int = 0
+
+
+def _rejection(source: str, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"source": source, "reason": reason, "detail": detail, **extra}
+
+
+def _channels(image) -> int:
+    """Channels TensorFlow's decoder returns: palette images decode to RGB or RGBA."""
+    if image.mode == "P":
+        return 4 if "transparency" in image.info else 3
+    return len(image.getbands())
+
+
+class InspectImage(beam.DoFn):
+    """Reads one file, decodes it fully and checks its label; rejects with a reason."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, plan_labels: dict[str, str] | None, config: IngestConfig,
+                 vocab: list[str] | None) -> None:
+        self._labels = plan_labels
+        self._pattern = config.label_pattern
+        self._allowed = set(config.alphabet) if config.alphabet is not None else None
+        self._vocab = set(vocab) if vocab is not None else None
+        self._max_length = config.max_label_length
+
+    def setup(self) -> None:
+        self._regex = re.compile(self._pattern)
+
+    def _label(self, source: str) -> str:
+        if self._labels is not None:
+            return self._labels.get(source, "")
+        stem = posixpath.splitext(posixpath.basename(source))[0]
+        match = self._regex.search(stem)
+        if match is None:
+            return ""
+        return match.group("label") if "label" in self._regex.groupindex else match.group(0)
+
+    def _label_problem(self, label: str) -> tuple[str, str] | None:
+        if not label:
+            where = "no row in the labels CSV" if self._labels is not None else (
+                f"file name does not match label pattern {self._pattern!r}")
+            return EMPTY_LABEL, where
+        if self._allowed is not None and (bad := sorted(set(label) - self._allowed)):
+            return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the alphabet"
+        if self._vocab is not None and (bad := sorted(set(label) - self._vocab)):
+            return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the vocabulary"
+        if self._max_length is not None and len(label) > self._max_length:
+            return LABEL_TOO_LONG, f"{len(label)} characters > maximum {self._max_length}"
+        return None
+
+    def process(self, source: str) -> Iterator[Any]:
+        from PIL import Image, UnidentifiedImageError
+
+        label = self._label(source)
+        try:
+            with FileSystems.open(source, compression_type="uncompressed") as f:
+                data = f.read()
+        except Exception as e:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                source, UNREADABLE, f"{type(e).__name__}: {e}", label=label))
+            return
+        if not data:
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED, _rejection(source, EMPTY_FILE, "0 bytes", label=label))
+            return
+        sha256 = examples.sha256_hex(data)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                source, NOT_AN_IMAGE, "not a format PIL can identify", label=label,
+                sha256=sha256))
+            return
+        image_format = SUPPORTED_FORMATS.get(image.format or "")
+        if image_format is None:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                source, UNSUPPORTED_FORMAT, f"{image.format}: only PNG and JPEG are served",
+                label=label, sha256=sha256))
+            return
+        try:
+            image.load()  # a full decode: catches truncated and corrupt files
+        except Exception as e:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                source, UNREADABLE, f"{image_format} does not decode: {e}", label=label,
+                sha256=sha256))
+            return
+        problem = self._label_problem(label)
+        if problem is not None:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                source, problem[0], problem[1], label=label, sha256=sha256))
+            return
+        yield Inspected(sha256, source, label, data, image_format, image.height, image.width,
+                        _channels(image))
+
+
+class ResolveDuplicates(beam.DoFn):
+    """Same bytes and label: keep the smallest source path. Same bytes, other labels: reject all."""
+
+    REJECTED = "rejected"
+
+    def process(self, element: tuple[str, Iterable[Inspected]]) -> Iterator[Any]:
+        sha256, group = element
+        records = sorted(group, key=lambda r: r.source)
+        labels = sorted({r.label for r in records})
+        if len(labels) > 1:
+            detail = "same image bytes with labels " + ", ".join(
+                f"{r.label!r} ({r.source})" for r in records)
+            for r in records:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                    r.source, CONFLICTING_LABELS, detail, label=r.label, sha256=sha256))
+            return
+        keep, *duplicates = records
+        yield keep
+        for r in duplicates:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                r.source, DUPLICATE, f"duplicate of {keep.source}", label=r.label, sha256=sha256))
+
+
+class ExampleStats(beam.CombineFn):
+    """Character counts, label lengths, image sizes and split counts in one pass."""
+
+    def __init__(self, eval_percent: int) -> None:
+        self._eval_percent = eval_percent
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {"chars": collections.Counter(), "lengths": collections.Counter(),
+                "splits": collections.Counter(), "formats": collections.Counter(),
+                "channels": collections.Counter(), "heights": [], "widths": []}
+
+    def add_input(self, acc: dict[str, Any], r: Inspected) -> dict[str, Any]:
+        acc["chars"].update(r.label)
+        acc["lengths"][len(r.label)] += 1
+        acc["splits"][examples.split_for(r.sha256, self._eval_percent)] += 1
+        acc["formats"][r.image_format] += 1
+        acc["channels"][r.channels] += 1
+        acc["heights"] = _min_max(acc["heights"], [r.height])
+        acc["widths"] = _min_max(acc["widths"], [r.width])
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        merged = self.create_accumulator()
+        for acc in accs:
+            for key in ("chars", "lengths", "splits", "formats", "channels"):
+                merged[key].update(acc[key])
+            merged["heights"] = _min_max(merged["heights"], acc["heights"])
+            merged["widths"] = _min_max(merged["widths"], acc["widths"])
+        return merged
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "character_counts": dict(sorted(acc["chars"].items())),
+            "label_length_counts": {str(k): v for k, v in sorted(acc["lengths"].items())},
+            "split_counts": dict(sorted(acc["splits"].items())),
+            "format_counts": dict(sorted(acc["formats"].items())),
+            "channel_counts": {str(k): v for k, v in sorted(acc["channels"].items())},
+            "height_range": acc["heights"],
+            "width_range": acc["widths"],
+        }
+
+
+def _min_max(current: list[int], values: Sequence[int]) -> list[int]:
+    both = list(current) + list(values)
+    return [min(both), max(both)] if both else []
+
+
+def _choose_vocab(stats: dict[str, Any], fixed: list[str] | None) -> list[str]:
+    """A fixed vocabulary stays as it is; otherwise the sorted characters seen."""
+    return list(fixed) if fixed is not None else sorted(stats["character_counts"])
+
+
+class EncodeExample(beam.DoFn):
+    """Inspected record -> ((split, shard), (sha256, serialized Contract 1 example))."""
+
+    def __init__(self, eval_percent: int, num_shards: int, span: int) -> None:
+        self._eval_percent = eval_percent
+        self._num_shards = num_shards
+        self._span = span
+
+    def process(self, r: Inspected, vocab: list[str]) -> Iterator[tuple[tuple[str, int], tuple[str, bytes]]]:
+        example = examples.make_example(
+            image=r.image, image_format=r.image_format, height=r.height, width=r.width,
+            channels=r.channels, label=r.label, label_ids=examples.encode_label(r.label, vocab),
+            sha256=r.sha256, source=r.source, span=self._span,
+        )
+        split = examples.split_for(r.sha256, self._eval_percent)
+        shard = int(r.sha256[8:16], 16) % self._num_shards  # other digits than the split's
+        yield (split, shard), (r.sha256, example.SerializeToString())
+
+
+def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
+    name = f"{examples.SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}.gz"
+    return posixpath.join(examples.split_dir(output_dir, split), name)
+
+
+def write_shard(path: str, records: Iterable[bytes]) -> int:
+    """GZIP TFRecord file (deterministic bytes: zlib's gzip header carries no time)."""
+    count = 0
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for record in records:
+            writer.write(record)
+            count += 1
+    return count
+
+
+class WriteShard(beam.DoFn):
+    """Writes one shard with its records sorted by SHA-256, so re-runs are byte-identical."""
+
+    def __init__(self, output_dir: str, num_shards: int) -> None:
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, bytes]]]) -> Iterator[tuple[str, int]]:
+        (split, shard), records = element
+        path = shard_path(self._output_dir, split, shard, self._num_shards)
+        tf.io.gfile.makedirs(posixpath.dirname(path))
+        yield split, write_shard(path, (data for _, data in sorted(records)))
+
+
+def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
+                   written: dict[str, int], rejected: list[dict[str, Any]]) -> None:
+    """The job's last step: rejected.jsonl and the counts the driver checks."""
+    rejected = sorted(rejected, key=lambda r: (r["source"], r["reason"]))
+    with tf.io.gfile.GFile(posixpath.join(output_dir, examples.REJECTED_FILE), "w") as f:
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
+    summary = {**stats, "vocab": vocab, "written": dict(sorted(written.items())),
+               "rejected_reasons": dict(sorted(collections.Counter(
+                   r["reason"] for r in rejected).items())),
+               "num_rejected": len(rejected)}
+    with tf.io.gfile.GFile(posixpath.join(output_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f)
+
+
+def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
+    """Adds the ExampleGen transforms to `pipeline` (separate from run, so it can be inspected)."""
+    config = plan.config
+    inspected = (
+        pipeline
+        | "ListInputs" >> beam.Create(plan.inputs)
+        | "Distribute" >> beam.Reshuffle()
+        | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab))
+        .with_outputs(InspectImage.REJECTED, main="ok")
+    )
+    kept = (
+        inspected.ok
+        | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r))
+        | "GroupBySha256" >> beam.GroupByKey()
+        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates())
+        .with_outputs(ResolveDuplicates.REJECTED, main="kept")
+    )
+    stats = kept.kept | "Stats" >> beam.CombineGlobally(ExampleStats(config.eval_percent))
+    vocab = stats | "Vocab" >> beam.Map(_choose_vocab, plan.vocab)
+    written = (
+        kept.kept
+        | "Encode" >> beam.ParDo(
+            EncodeExample(config.eval_percent, config.num_shards, config.span),
+            beam.pvalue.AsSingleton(vocab))
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShard(plan.output_dir, config.num_shards))
+        | "CountWritten" >> beam.CombinePerKey(sum)
+    )
+    rejected = (
+        (inspected[InspectImage.REJECTED], kept[ResolveDuplicates.REJECTED])
+        | "AllRejected" >> beam.Flatten()
+        | "CollectRejected" >> beam.combiners.ToList()
+    )
+    _ = stats | "WriteSummary" >> beam.Map(
+        _write_summary, plan.output_dir, beam.pvalue.AsSingleton(vocab),
+        beam.pvalue.AsDict(written), beam.pvalue.AsSingleton(rejected))
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def list_inputs(images: str) -> tuple[list[str], int]:
+    """Files of a folder (not recursive) or of a glob pattern, sorted; hidden files skipped."""
+    pattern = images
+    if not any(c in images for c in "*?["):
+        is_folder = (os.path.isdir(images) if _is_local(images)
+                     else tf.io.gfile.isdir(images))
+        if is_folder:
+            pattern = images.rstrip("/") + "/*"
+    paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    if _is_local(images):
+        paths = [os.path.abspath(p) for p in paths if not os.path.isdir(p)]
+    visible = sorted(p for p in paths if not posixpath.basename(p).startswith("."))
+    return visible, len(paths) - len(visible)
+
+
+def read_labels_csv(path: str) -> dict[str, str]:
+    """`filename,label` rows (file names relative to the CSV's folder) -> {source: label}."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"filename", "label"} <= set(rows[0]):
+        raise ValueError(f"{path}: the header must be `filename,label`, got {list(rows[0])}")
+    folder = posixpath.dirname(path)
+    labels: dict[str, str] = {}
+    for row in rows:
+        source = posixpath.join(folder, row["filename"].strip())
+        if _is_local(source):
+            source = os.path.abspath(source)
+        label = (row["label"] or "").strip()
+        if labels.get(source, label) != label:
+            raise ValueError(f"{path}: {row['filename']!r} has two labels, "
+                             f"{labels[source]!r} and {label!r}")
+        labels[source] = label
+    return labels
+
+
+def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPlan:
+    inputs, skipped_hidden = list_inputs(images)
+    labels = None
+    if config.labels_csv:
+        labels = read_labels_csv(config.labels_csv)
+        csv_path = os.path.abspath(config.labels_csv) if _is_local(config.labels_csv) else config.labels_csv
+        inputs = sorted((set(inputs) | set(labels)) - {csv_path})
+    if not inputs:
+        raise FileNotFoundError(f"no input files match {images!r}")
+    vocab = examples.read_vocab(config.vocab_path) if config.vocab_path else None
+    return IngestPlan(inputs=inputs, output_dir=output_dir, config=config,
+                      labels_by_source=labels, vocab=vocab, skipped_hidden=skipped_hidden)
+
+
+def _check_output(output: str, overwrite: bool) -> None:
+    if tf.io.gfile.exists(output) and tf.io.gfile.listdir(output) and not overwrite:
+        complete = tf.io.gfile.exists(posixpath.join(output, examples.METADATA_FILE))
+        state = "a complete ExampleGen output" if complete else "not empty"
+        raise FileExistsError(f"{output} is {state}; choose another folder or overwrite")
+
+
+def _prepare_work_dir(output: str) -> str:
+    """The folder the job writes into: a fresh temporary sibling locally, else `output`."""
+    if _is_local(output):
+        parent, name = os.path.split(os.path.abspath(output))
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    if tf.io.gfile.exists(output):
+        tf.io.gfile.rmtree(output)  # only reached with overwrite (see _check_output)
+    return output
+
+
+def _publish(work_dir: str, output: str) -> None:
+    if work_dir == output:
+        return
+    if os.path.exists(output):
+        trash = f"{work_dir}.old"
+        os.rename(output, trash)
+        os.rename(work_dir, output)
+        tf.io.gfile.rmtree(trash)
+    else:
+        os.rename(work_dir, output)
+
+
+def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
+    """A split with fewer examples than shards still gets every shard file (empty ones)."""
+    for split in examples.SPLITS:
+        tf.io.gfile.makedirs(examples.split_dir(work_dir, split))
+        for shard in range(num_shards):
+            path = shard_path(work_dir, split, shard, num_shards)
+            if not tf.io.gfile.exists(path):
+                write_shard(path, [])
+
+
+def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
+              options: PipelineOptions) -> dict[str, Any]:
+    config = plan.config
+    lengths = sorted(int(k) for k in summary["label_length_counts"])
+    counts = {split: summary["written"].get(split, 0) for split in examples.SPLITS}
+    return {
+        "source": images,
+        "labels_csv": config.labels_csv,
+        "span": config.span,
+        "num_inputs": len(plan.inputs),
+        "num_written": sum(counts.values()),
+        "num_rejected": summary["num_rejected"],
+        "rejected_reasons": summary["rejected_reasons"],
+        "skipped_hidden_files": plan.skipped_hidden,
+        "counts": counts,
+        "vocab_size": len(summary["vocab"]),
+        "vocab_from": config.vocab_path or "built from these labels",
+        "character_counts": summary["character_counts"],
+        "label_length_range": [lengths[0], lengths[-1]] if lengths else [],
+        "label_length_counts": summary["label_length_counts"],
+        "max_label_length": config.max_label_length or (lengths[-1] if lengths else 0),
+        "image_height_range": summary["height_range"],
+        "image_width_range": summary["width_range"],
+        "format_counts": summary["format_counts"],
+        "channel_counts": summary["channel_counts"],
+        "eval_percent": config.eval_percent,
+        "num_shards": config.num_shards,
+        "config": asdict(config),
+        "beam_options": options.get_all_options(drop_default=True, retain_unknown_options=True),
+    }
+
+
+def run_ingest(images: str, output: str, config: IngestConfig,
+               beam_args: Sequence[str] = ()) -> dict:
+    """Runs the ExampleGen job; returns the content of `<output>/metadata.json`."""
+    _check_output(output, config.overwrite)
+    plan = plan_ingest(images, output, config)
+    work_dir = _prepare_work_dir(output)
+    plan.output_dir = work_dir
+    options = PipelineOptions(list(beam_args))
+    log.info("ingesting %d files from %s into %s", len(plan.inputs), images, output)
+    try:
+        tf.io.gfile.makedirs(work_dir)
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, plan)
+        summary_path = posixpath.join(work_dir, SUMMARY_FILE)
+        with tf.io.gfile.GFile(summary_path) as f:
+            summary = json.load(f)
+        num_written = sum(summary["written"].values())
+        if num_written + summary["num_rejected"] != len(plan.inputs):
+            raise RuntimeError(
+                f"lost inputs: {len(plan.inputs)} in, {num_written} written, "
+                f"{summary['num_rejected']} rejected")
+        if num_written == 0:
+            raise ValueError(f"no usable images in {images}: rejected "
+                             f"{summary['rejected_reasons']}")
+        _ensure_all_shards(work_dir, config.num_shards)
+        examples.write_vocab(posixpath.join(work_dir, examples.VOCAB_FILE), summary["vocab"])
+        metadata = _metadata(images, plan, summary, options)
+        tf.io.gfile.remove(summary_path)
+        with tf.io.gfile.GFile(posixpath.join(work_dir, examples.METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2, sort_keys=True)
+    except BaseException:
+        if work_dir != output and tf.io.gfile.exists(work_dir):
+            tf.io.gfile.rmtree(work_dir)
+        raise
+    _publish(work_dir, output)
+    log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])
+    return metadata

@@ -1,0 +1,300 @@
+"""Pusher: a trained model -> a SavedModel with decoding built in, in TF Serving's layout.
+
+Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
+answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
+`preprocessing.preprocess_image` (the trainer's own function) and `model.decode_logits`,
+with the vocabulary embedded as a constant.
+
+Layout: `<export_dir>[/<model_name>]/<version>/`. A version is first written to a
+non-numeric temporary folder beside it and renamed into place when complete, so TF Serving
+(which only loads numeric folders) never sees half a model. Blessing: the candidate and the
+newest existing version are both run through their serving signatures on the same eval split;
+the candidate is pushed only if it reaches `min_accuracy` and is not worse than the baseline
+by more than `tolerance` (or if `force`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import posixpath
+import uuid
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from components import examples
+from components.model import ModelConfig, decode_logits
+from components.predict import (
+    INPUT_NAME,
+    PREPROCESS_SIGNATURE,
+    SERVING_SIGNATURE,
+    evaluate_saved_model,
+    saved_model_versions,
+)
+from components.preprocessing import preprocess_image
+from components.trainer import MODEL_CONFIG_FILE, load_trained
+
+log = logging.getLogger(__name__)
+
+ASSETS_EXTRA = "assets.extra"
+BLESSING_FILE = "blessing.json"
+EVALUATION_METRICS_FILE = "evaluation_metrics.json"
+# TF Serving replays this file at load time, so the first real request is not the slow one.
+WARMUP_FILE = "tf_serving_warmup_requests"
+TEMP_PREFIX = ".tmp-export-"
+
+
+@dataclasses.dataclass(frozen=True)
+class PushConfig:
+    """When a candidate may replace the served model, and where it goes."""
+
+    min_accuracy: float = 0.0  # sequence accuracy on the eval split, through the signature
+    tolerance: float = 0.0  # how far below the newest served version the candidate may be
+    force: bool = False  # push whatever the evaluation says
+    model_name: str | None = None  # export to <export_dir>/<model_name>/<version>/
+    batch_size: int = 64  # for the evaluations
+    metrics_path: str | None = None  # the evaluator's metrics.json, kept in assets.extra
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_accuracy <= 1.0:
+            raise ValueError(f"min_accuracy is a share in [0, 1], got {self.min_accuracy}")
+        if self.tolerance < 0.0:
+            raise ValueError(f"tolerance cannot be negative, got {self.tolerance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PushResult:
+    pushed: bool
+    version: int | None  # the new version, or the one still served when not pushed
+    version_dir: str | None
+    reason: str
+    candidate_accuracy: float | None
+    baseline_accuracy: float | None
+    baseline_version: int | None = None
+    candidate_cer: float | None = None
+    baseline_cer: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ServingModule(tf.Module):
+    """What the SavedModel holds: the Keras model plus decoding before and after it."""
+
+    def __init__(self, model: keras.Model, vocab: Sequence[str], config: ModelConfig) -> None:
+        super().__init__(name="captcha_ocr_serving")
+        self.model = model
+        # Keras 3 layers are not tf.Module-tracked: list every variable (the dropout layers'
+        # seed states too) so the SavedModel captures them.
+        self.model_variables = list(model.variables)
+        self._vocab = list(vocab)
+        self._image_size = (config.image_height, config.image_width)
+
+    def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Every item decoded on its own; one that fails to decode becomes a blank image.
+
+        `decode_image` raises on anything but a whole PNG/JPEG/GIF/BMP (in TF 2.16 a PNG short
+        of even its last byte is "Invalid PNG data"), and a graph cannot catch an op error.
+        tf.data's `ignore_errors` can: it drops the failing items, and their indices, carried
+        along, give the validity flag.
+        """
+        height, width = self._image_size
+        count = tf.shape(image_bytes)[0]
+        decoded = (
+            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+            .map(lambda index, data: (index, preprocess_image(data, height, width)))
+            .ignore_errors()
+        )
+        # One extra row, always present, so the batch below exists even if every item failed.
+        sentinel = tf.data.Dataset.from_tensors((count, tf.zeros([height, width, 1])))
+        indices, images = (
+            decoded.concatenate(sentinel).batch(tf.cast(count, tf.int64) + 1).get_single_element()
+        )
+        positions = indices[:, None]
+        images = tf.scatter_nd(positions, images, [count + 1, height, width, 1])[:count]
+        valid = tf.scatter_nd(positions, tf.ones_like(indices, tf.bool), [count + 1])[:count]
+        return images, valid
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
+    def preprocess(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The model's input tensor for each image, as served (for skew checks and debugging)."""
+        images, valid = self._decode_each(image_bytes)
+        return {"images": images, "valid": valid}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
+    def serve(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images, valid = self._decode_each(image_bytes)
+        logits = self.model(images, training=False)
+        text, confidence = decode_logits(logits, self._vocab)
+        return {
+            "text": tf.where(valid, text, ""),
+            "confidence": tf.where(valid, confidence, 0.0),
+            "valid": valid,
+        }
+
+
+def export_base(export_dir: str, model_name: str | None = None) -> str:
+    """The folder TF Serving watches (its --model_base_path)."""
+    return posixpath.join(export_dir, model_name) if model_name else export_dir
+
+
+def _write_json(path: str, content: dict) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(content, f, indent=2)
+
+
+def _warmup_record() -> bytes:
+    """One PredictionLog with a small blank PNG, in TF Serving's warmup format."""
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE)
+    )
+    blank_png = tf.io.encode_png(tf.fill([50, 200, 1], tf.constant(255, tf.uint8))).numpy()
+    request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto([blank_png], dtype=tf.string))
+    log_entry = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
+    return log_entry.SerializeToString()
+
+
+def save_candidate(model_dir: str, base_dir: str, metrics_path: str | None = None) -> str:
+    """SavedModel of a trained model folder in a fresh temporary folder under `base_dir`.
+
+    On failure the temporary folder is removed; if the process dies instead, what is left
+    has a non-numeric name that neither TF Serving nor `saved_model_versions` counts.
+    """
+    model, vocab, config = load_trained(model_dir)
+    temp_dir = posixpath.join(base_dir, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}")
+    tf.io.gfile.makedirs(temp_dir)
+    try:
+        module = ServingModule(model, vocab, config)
+        tf.saved_model.save(
+            module,
+            temp_dir,
+            signatures={SERVING_SIGNATURE: module.serve, PREPROCESS_SIGNATURE: module.preprocess},
+        )
+        extra = posixpath.join(temp_dir, ASSETS_EXTRA)
+        tf.io.gfile.makedirs(extra)
+        examples.write_vocab(posixpath.join(extra, examples.VOCAB_FILE), vocab)
+        config.to_json(posixpath.join(extra, MODEL_CONFIG_FILE))
+        with tf.io.TFRecordWriter(posixpath.join(extra, WARMUP_FILE)) as writer:
+            writer.write(_warmup_record())
+        if metrics_path:
+            tf.io.gfile.copy(metrics_path, posixpath.join(extra, EVALUATION_METRICS_FILE))
+    except BaseException:
+        tf.io.gfile.rmtree(temp_dir)
+        raise
+    return temp_dir
+
+
+def publish(temp_dir: str, base_dir: str) -> str:
+    """Rename a complete SavedModel into the next version folder; returns that folder.
+
+    The rename is atomic on local and POSIX file systems; on object stores (gs://) gfile
+    copies object by object, so the folder name appears last only where renames are atomic.
+    """
+    while True:
+        versions = saved_model_versions(base_dir)
+        version_dir = posixpath.join(base_dir, str((versions[-1] if versions else 0) + 1))
+        if tf.io.gfile.exists(version_dir):  # an incomplete folder we must not touch
+            raise FileExistsError(f"{version_dir} exists but holds no saved_model.pb")
+        try:
+            tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)
+            return version_dir
+        except tf.errors.AlreadyExistsError:  # another exporter took that number just now
+            continue
+
+
+def export_model(
+    model_dir: str,
+    export_dir: str,
+    *,
+    model_name: str | None = None,
+    metrics_path: str | None = None,
+) -> str:
+    """Export a trained model folder as the next version, without blessing; returns its folder."""
+    base_dir = export_base(export_dir, model_name)
+    version_dir = publish(save_candidate(model_dir, base_dir, metrics_path), base_dir)
+    log.info("exported %s as %s", model_dir, version_dir)
+    return version_dir
+
+
+def bless(
+    candidate: dict, baseline: dict | None, config: PushConfig
+) -> tuple[bool, str]:
+    """(push?, why) from the candidate's and the newest served version's eval metrics."""
+    accuracy = candidate["accuracy"]
+    if config.force:
+        return True, "forced (--force): evaluation not enforced"
+    if accuracy < config.min_accuracy:
+        return False, (
+            f"candidate accuracy {accuracy:.4f} is below the threshold {config.min_accuracy:.4f}"
+        )
+    if baseline is None:
+        return True, f"no earlier version; accuracy {accuracy:.4f} reaches the threshold"
+    # Accuracies are ratios of counts: compare with a hair of slack for float rounding.
+    if accuracy < baseline["accuracy"] - config.tolerance - 1e-9:
+        return False, (
+            f"candidate accuracy {accuracy:.4f} is worse than the served version's "
+            f"{baseline['accuracy']:.4f} (tolerance {config.tolerance:.4f}) on the same eval split"
+        )
+    return True, (
+        f"candidate accuracy {accuracy:.4f} >= served version's {baseline['accuracy']:.4f} "
+        f"- tolerance {config.tolerance:.4f}"
+    )
+
+
+def run_push(
+    model_dir: str,
+    examples_dirs: str | list[str],
+    export_dir: str,
+    config: PushConfig = PushConfig(),
+) -> PushResult:
+    """Export the model, judge it on the eval split against the newest version, publish or drop."""
+    base_dir = export_base(export_dir, config.model_name)
+    versions = saved_model_versions(base_dir)
+    baseline_version = versions[-1] if versions else None
+    temp_dir = save_candidate(model_dir, base_dir, config.metrics_path)
+    try:
+        candidate = evaluate_saved_model(temp_dir, examples_dirs, batch_size=config.batch_size)
+        candidate["model_dir"] = model_dir
+        baseline = None
+        if baseline_version is not None:
+            baseline = evaluate_saved_model(
+                posixpath.join(base_dir, str(baseline_version)),
+                examples_dirs,
+                batch_size=config.batch_size,
+            )
+        pushed, reason = bless(candidate, baseline, config)
+        if pushed:
+            _write_json(
+                posixpath.join(temp_dir, ASSETS_EXTRA, BLESSING_FILE),
+                {"reason": reason, "candidate": candidate, "baseline": baseline,
+                 "baseline_version": baseline_version, "config": dataclasses.asdict(config)},
+            )
+    except BaseException:
+        tf.io.gfile.rmtree(temp_dir)
+        raise
+    if pushed:
+        version_dir = publish(temp_dir, base_dir)
+        version = int(posixpath.basename(version_dir))
+        log.info("pushed %s as version %d: %s", model_dir, version, reason)
+    else:
+        tf.io.gfile.rmtree(temp_dir)
+        version = baseline_version
+        version_dir = None if version is None else posixpath.join(base_dir, str(version))
+        log.warning("not pushed, keeping version %s: %s", version, reason)
+    return PushResult(
+        pushed=pushed,
+        version=version,
+        version_dir=version_dir,
+        reason=reason,
+        candidate_accuracy=candidate["accuracy"],
+        baseline_accuracy=baseline["accuracy"] if baseline else None,
+        baseline_version=baseline_version,
+        candidate_cer=candidate["cer"],
+        baseline_cer=baseline["cer"] if baseline else None,
+    )

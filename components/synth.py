@@ -1,0 +1,159 @@
+"""Seeded synthetic captchas from the `captcha` package, for tests, demos and benchmarks.
+
+`captcha.image.ImageCaptcha` draws its randomness from the `secrets` module, which cannot be
+seeded. While generating, this module hands it a stand-in backed by `random.Random`, seeded
+per image from (seed, index): the same config gives byte-identical PNGs, and any image can be
+regenerated on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import posixpath
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+LABELS_CSV = "labels.csv"
+# Characters that cannot appear in a `<label>_<n>.png` file name and be parsed back.
+_FILE_NAME_UNSAFE = set("_/\\\0")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    count: int = 1000
+    seed: int = 0
+    alphabet: str = DEFAULT_ALPHABET
+    min_length: int = 4
+    max_length: int = 6
+    width: int = 200
+    height: int = 50
+    fonts: tuple[str, ...] = ()  # empty: the captcha package's bundled DroidSansMono
+    font_sizes: tuple[int, ...] = ()  # empty: chosen to fit the height
+    labels_csv: bool = False  # write `labels.csv` (filename,label) instead of labels in names
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"bad length range {self.min_length}-{self.max_length}")
+        if not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"the alphabet must be distinct characters, got {self.alphabet!r}")
+        if not self.labels_csv and _FILE_NAME_UNSAFE & set(self.alphabet):
+            raise ValueError(
+                f"alphabet {self.alphabet!r} has characters that cannot go in a file name "
+                f"({''.join(sorted(_FILE_NAME_UNSAFE & set(self.alphabet)))!r}): use labels_csv"
+            )
+        if self.width < 8 or self.height < 8:
+            raise ValueError(f"image too small: {self.width}x{self.height}")
+
+    def effective_font_sizes(self) -> tuple[int, ...]:
+        """Glyphs of 0.6-0.76 of the height fit after the package's rotation and warp."""
+        return self.font_sizes or tuple(round(self.height * f) for f in (0.6, 0.68, 0.76))
+
+
+def parse_length_range(text: str) -> tuple[int, int]:
+    """`"4-6"` -> (4, 6); `"5"` -> (5, 5)."""
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"a length range looks like 4-6 or 5, got {text!r}") from None
+
+
+class _SeededSecrets:
+    """The part of the `secrets` API that captcha.image calls, backed by a seeded Random."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def reseed(self, seed: str) -> None:
+        self._rng.seed(seed)
+
+    def randbelow(self, n: int) -> int:
+        return self._rng.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self._rng.getrandbits(k)
+
+    def choice(self, seq):
+        return self._rng.choice(seq)
+
+
+@contextlib.contextmanager
+def _seeded_captcha_module() -> Iterator[_SeededSecrets]:
+    import captcha.image
+
+    original = captcha.image.secrets
+    stand_in = _SeededSecrets(random.Random())
+    captcha.image.secrets = stand_in
+    try:
+        yield stand_in
+    finally:
+        captcha.image.secrets = original
+
+
+def make_labels(config: SynthConfig) -> list[str]:
+    rng = random.Random(config.seed)
+    return [
+        "".join(rng.choice(config.alphabet) for _ in range(rng.randint(config.min_length, config.max_length)))
+        for _ in range(config.count)
+    ]
+
+
+def file_name(label: str, index: int, labels_csv: bool) -> str:
+    return f"{index:06d}.png" if labels_csv else f"{label}_{index}.png"
+
+
+def generate(out_dir: str, config: SynthConfig, show_progress: bool = True) -> list[tuple[str, str]]:
+    """Write `config.count` captcha PNGs into `out_dir`; returns [(path, label)] in order."""
+    from captcha.image import ImageCaptcha
+    from rich.progress import Progress
+
+    tf.io.gfile.makedirs(out_dir)
+    drawer = ImageCaptcha(
+        width=config.width,
+        height=config.height,
+        fonts=list(config.fonts) or None,
+        font_sizes=config.effective_font_sizes(),
+    )
+    written: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    with (
+        _seeded_captcha_module() as secrets_stand_in,
+        Progress(disable=not show_progress, transient=True) as progress,
+    ):
+        task = progress.add_task(f"synth -> {out_dir}", total=config.count)
+        for index, label in enumerate(make_labels(config)):
+            secrets_stand_in.reseed(f"{config.seed}/{index}")
+            buffer = io.BytesIO()
+            drawer.generate_image(label).save(buffer, format="PNG")
+            path = posixpath.join(out_dir, file_name(label, index, config.labels_csv))
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(buffer.getvalue())
+            written.append((path, label))
+            progress.advance(task)
+    if config.labels_csv:
+        _write_labels_csv(posixpath.join(out_dir, LABELS_CSV), written)
+    seconds = time.perf_counter() - start
+    log.info("wrote %d captchas to %s in %.1f s (%.0f images/s)", len(written), out_dir,
+             seconds, len(written) / max(seconds, 1e-9))
+    return written
+
+
+def _write_labels_csv(path: str, written: list[tuple[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["filename", "label"])
+    writer.writerows((posixpath.basename(p), label) for p, label in written)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text.getvalue())

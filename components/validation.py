@@ -1,0 +1,171 @@
+"""The data gate: StatisticsGen, SchemaGen and ExampleValidator run as one step.
+
+`run_validate` computes statistics for every split of an ExampleGen output (a Beam job),
+infers and curates a schema when none is given, checks each split against the schema and
+against the previous batch's statistics (drift of the character distribution), and writes:
+
+    <output_dir>/Split-<split>/FeatureStats.pb    TFDV statistics (binary proto)
+    <output_dir>/Split-<split>/anomalies.pbtxt    TFDV anomalies (text proto)
+    <output_dir>/schema.pbtxt                     only when the schema was inferred here
+    <output_dir>/report.html                      self-contained statistics report
+    <output_dir>/validation.json                  the summary, written last: its presence
+                                                  means the output is complete
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from components import example_validator, examples, schema_gen, statistics_gen
+from components.validation_report import REPORT_FILE, write_report
+
+DEFAULT_DRIFT_THRESHOLD = 0.1
+DEFAULT_OUTPUT_SUBDIR = "validation"
+RESULT_FILE = "validation.json"
+ANOMALIES_FILE = "anomalies.pbtxt"
+CHARACTER_FEATURE = "label_ids"
+LENGTH_FEATURE = "label_length"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    schema_path: str | None = None  # a curated schema.pbtxt; None: infer one from this data
+    previous_statistics: str | None = None  # previous batch: its validation dir or a stats file
+    drift_threshold: float | None = None  # L-infinity on label_ids; None: schema's, else 0.1
+    length_drift_threshold: float | None = None  # L-infinity on label_length; None: off
+    allow_anomalies: bool = False  # the caller goes on despite anomalies (the CLI exits 0)
+
+    def __post_init__(self) -> None:
+        for name in ("drift_threshold", "length_drift_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"{name} is an L-infinity distance in (0, 1], got {value}")
+
+
+@dataclass
+class ValidationResult:
+    statistics: dict[str, str]  # split -> FeatureStats.pb
+    schema_path: str
+    schema_inferred: bool
+    anomalies: list[str]  # plain sentences, each starting with "[<split>] feature '...'"
+    anomalies_paths: dict[str, str]  # split -> anomalies.pbtxt
+    report_path: str
+    result_path: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.anomalies
+
+
+def default_output_dir(examples_dir: str) -> str:
+    return posixpath.join(examples_dir, DEFAULT_OUTPUT_SUBDIR)
+
+
+def _previous_statistics_path(previous: str, split: str) -> str:
+    """A validation output folder gives the same split's statistics; a file is used as is."""
+    if tf.io.gfile.isdir(previous):
+        return statistics_gen.statistics_path(previous, split)
+    return previous
+
+
+def _drift_thresholds(config: ValidateConfig, schema: schema_pb2.Schema | None) -> dict:
+    thresholds: dict[str, float | None] = {}
+    existing = next((f for f in schema.feature if f.name == CHARACTER_FEATURE), None) if schema else None
+    if config.drift_threshold is not None:
+        thresholds[CHARACTER_FEATURE] = config.drift_threshold
+    elif existing is None or not existing.HasField("drift_comparator"):
+        thresholds[CHARACTER_FEATURE] = DEFAULT_DRIFT_THRESHOLD
+    if config.length_drift_threshold is not None:
+        thresholds[LENGTH_FEATURE] = config.length_drift_threshold
+    return thresholds
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write under a temporary name, then rename: a reader never sees half a file."""
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def run_validate(
+    examples_dir: str,
+    output_dir: str,
+    config: ValidateConfig,
+    beam_args: Sequence[str] = (),
+) -> ValidationResult:
+    """Statistics, schema (given or inferred) and anomalies of one ExampleGen output."""
+    vocab_path = posixpath.join(examples_dir, examples.VOCAB_FILE)
+    if not tf.io.gfile.exists(vocab_path):
+        raise FileNotFoundError(f"no {examples.VOCAB_FILE} in {examples_dir}: not an ingest output")
+    vocab = examples.read_vocab(vocab_path)
+    tf.io.gfile.makedirs(output_dir)
+    result_path = posixpath.join(output_dir, RESULT_FILE)
+    if tf.io.gfile.exists(result_path):
+        tf.io.gfile.remove(result_path)  # from now on the folder is incomplete until rewritten
+
+    given_schema = schema_gen.load_schema(config.schema_path) if config.schema_path else None
+    statistics_paths = statistics_gen.generate_statistics(
+        examples_dir, output_dir, given_schema, beam_args
+    )
+    statistics = {s: statistics_gen.load_statistics(p) for s, p in statistics_paths.items()}
+
+    if given_schema is None:
+        schema = schema_gen.infer_curated_schema(
+            list(statistics.values()), len(vocab), _drift_thresholds(config, None)
+        )
+        schema_path = posixpath.join(output_dir, schema_gen.SCHEMA_FILE)
+        schema_gen.write_schema(schema, f"{schema_path}.tmp")
+        tf.io.gfile.rename(f"{schema_path}.tmp", schema_path, overwrite=True)
+        log.info("inferred and curated a schema: %s", schema_path)
+    else:
+        schema = schema_gen.set_drift_thresholds(
+            given_schema, _drift_thresholds(config, given_schema)
+        )
+        schema_path = config.schema_path
+
+    messages: dict[str, list[str]] = {}
+    anomalies_paths: dict[str, str] = {}
+    for split, stats in statistics.items():
+        previous = None
+        if config.previous_statistics:
+            previous = statistics_gen.load_statistics(
+                _previous_statistics_path(config.previous_statistics, split)
+            )
+        anomalies = example_validator.validate(stats, schema, previous)
+        anomalies_paths[split] = posixpath.join(examples.split_dir(output_dir, split), ANOMALIES_FILE)
+        tfdv.write_anomalies_text(anomalies, anomalies_paths[split])
+        messages[split] = example_validator.describe_anomalies(
+            anomalies, stats, schema, previous, vocab
+        )
+        log.info("split %s: %d anomalies", split, len(messages[split]))
+
+    report_path = write_report(
+        posixpath.join(output_dir, REPORT_FILE),
+        statistics,
+        messages,
+        vocab,
+        title=f"captcha-ocr data validation: {examples_dir}",
+    )
+    result = ValidationResult(
+        statistics=statistics_paths,
+        schema_path=schema_path,
+        schema_inferred=given_schema is None,
+        anomalies=[f"[{split}] {m}" for split, ms in messages.items() for m in ms],
+        anomalies_paths=anomalies_paths,
+        report_path=report_path,
+        result_path=result_path,
+    )
+    _write_text(result_path, json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    return result

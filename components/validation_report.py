@@ -1,0 +1,157 @@
+"""A self-contained HTML statistics report: tables and embedded PNG charts, no network needed.
+
+TFDV's own `get_statistics_html` loads Facets from the internet and shows nothing offline, so
+the report is written here: per split, one row per feature (count, missing, range or top
+values), the character distribution, label lengths and image sizes as pictures, and the
+anomalies in plain words.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from components import statistics_gen as sg
+
+REPORT_FILE = "report.html"
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+.ok { color: #176617; } .bad { color: #a31515; }
+img { max-width: 100%; margin: 0.5em 1em 0.5em 0; }
+"""
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _int_counts(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList, name: str
+) -> dict[int, float]:
+    feature = sg.feature_statistics(statistics, name)
+    if feature is None:
+        return {}
+    return {
+        int(v): n for v, n in sg.value_counts(feature).items() if v.lstrip("-").isdigit()
+    }
+
+
+def _bar_chart(counts: Mapping[int, float], title: str, labels: Sequence[str] = ()) -> str:
+    keys = sorted(counts)
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.3 * len(keys) + 1.5), 2.8))
+    axes.bar(range(len(keys)), [counts[k] for k in keys], color="#4c72b0")
+    axes.set_xticks(range(len(keys)))
+    axes.set_xticklabels(
+        [labels[k] if 0 <= k < len(labels) else str(k) for k in keys], fontsize=8
+    )
+    axes.set_title(title)
+    axes.set_ylabel("count")
+    return _png(figure)
+
+
+def _charts(statistics: statistics_pb2.DatasetFeatureStatisticsList, vocab: Sequence[str]) -> list[tuple[str, str]]:
+    charts = []
+    characters = _int_counts(statistics, "label_ids")
+    if characters:
+        charts.append(("character distribution", _bar_chart(characters, "characters", vocab)))
+    lengths = _int_counts(statistics, "label_length")
+    if lengths:
+        charts.append(("label length", _bar_chart(lengths, "label length")))
+    widths, heights = _int_counts(statistics, "width"), _int_counts(statistics, "height")
+    if widths and heights:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(7, 2.8))
+        for axes, counts, title in ((left, widths, "width"), (right, heights, "height")):
+            keys = sorted(counts)
+            axes.bar([str(k) for k in keys], [counts[k] for k in keys], color="#55a868")
+            axes.set_title(f"image {title} (pixels)")
+        charts.append(("image size", _png(figure)))
+    return charts
+
+
+def _summary(feature: statistics_pb2.FeatureNameStatistics, vocab: Sequence[str]) -> str:
+    name = ".".join(feature.path.step) or feature.name
+    kind = feature.WhichOneof("stats")
+    if kind == "num_stats":
+        s = feature.num_stats
+        return f"min {s.min:g}, max {s.max:g}, mean {s.mean:.3g}, std {s.std_dev:.3g}"
+    if kind == "bytes_stats":
+        s = feature.bytes_stats
+        return f"bytes per value: min {s.min_num_bytes:g}, mean {s.avg_num_bytes:.0f}, max {s.max_num_bytes:g}"
+    if kind == "string_stats":
+        top = list(sg.value_counts(feature).items())[:8]
+        if name == "label_ids":
+            top = [
+                (f"{v} ({vocab[int(v)]})" if v.isdigit() and int(v) < len(vocab) else v, n)
+                for v, n in top
+            ]
+        shown = ", ".join(f"{v[:24]} ×{n:g}" for v, n in top)
+        return f"{feature.string_stats.unique} unique; top: {shown}"
+    return ""
+
+
+def _feature_table(statistics: statistics_pb2.DatasetFeatureStatisticsList, vocab: Sequence[str]) -> str:
+    rows = []
+    for feature in sorted(statistics.datasets[0].features, key=lambda f: list(f.path.step)):
+        common = sg.common_statistics(feature)
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape('.'.join(feature.path.step) or feature.name)}</td>"
+            f"<td>{statistics_pb2.FeatureNameStatistics.Type.Name(feature.type)}</td>"
+            f"<td>{common.num_non_missing}</td><td>{common.num_missing}</td>"
+            f"<td>{common.min_num_values}–{common.max_num_values}</td>"
+            f"<td>{html.escape(_summary(feature, vocab))}</td>"
+            "</tr>"
+        )
+    return (
+        "<table><tr><th>feature</th><th>type</th><th>count</th><th>missing</th>"
+        "<th>values per example</th><th>summary</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def write_report(
+    path: str,
+    statistics: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList],
+    anomalies: Mapping[str, Sequence[str]],
+    vocab: Sequence[str],
+    title: str,
+) -> str:
+    """Write the report (to a temporary name, then renamed) and return its path."""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for split, stats in statistics.items():
+        messages = anomalies.get(split, [])
+        parts.append(f"<h2>Split {html.escape(split)}: {stats.datasets[0].num_examples} examples</h2>")
+        if messages:
+            noun = "anomaly" if len(messages) == 1 else "anomalies"
+            parts.append(f"<h3 class='bad'>{len(messages)} {noun}</h3><ul>")
+            parts.extend(f"<li class='bad'>{html.escape(m)}</li>" for m in messages)
+            parts.append("</ul>")
+        else:
+            parts.append("<p class='ok'>No anomalies.</p>")
+        parts.append(_feature_table(stats, vocab))
+        for alt, data in _charts(stats, vocab):
+            parts.append(f"<img alt='{html.escape(split)}: {alt}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write("\n".join(parts))
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    return path

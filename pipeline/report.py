@@ -1,0 +1,136 @@
+"""`report.html`: one self-contained page per run (pictures embedded), for people to look at."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from components.evaluator import (
+    CURVES_FILE,
+    ERRORS_FILE,
+    PREDICTIONS_GRID_FILE,
+    TRAIN_GRID_FILE,
+)
+from components.tuner import TRIALS_CSV, TRIALS_PNG
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 0.9em; }
+img { max-width: 100%; border: 1px solid #eee; }
+.bad { color: #b00; } .good { color: #070; }
+"""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: str, alt: str) -> str:
+    if not tf.io.gfile.exists(path):
+        return ""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = base64.b64encode(f.read()).decode()
+    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _csv_table(path: str, max_rows: int = 30) -> str:
+    if not tf.io.gfile.exists(path):
+        return ""
+    with tf.io.gfile.GFile(path) as f:
+        rows = list(csv.reader(io.StringIO(f.read())))
+    return _table(rows[0], rows[1 : max_rows + 1]) if rows else ""
+
+
+def _section(title: str, *parts: str) -> str:
+    body = "".join(p for p in parts if p)
+    return f"<h2>{html.escape(title)}</h2>{body}" if body else ""
+
+
+def write_report(path: str, records: Sequence[Any]) -> str:
+    """Render the run's components (StepRecords) into `path`; returns `path`."""
+    steps = {r.name: r for r in records}
+    parts = [
+        "<h1>captcha-ocr run report</h1>",
+        _table(
+            ["component", "status", "seconds", "output"],
+            [(r.name, r.status, f"{r.seconds:.1f}", r.output) for r in records],
+        ),
+    ]
+    if "Evaluator" in steps:
+        evaluator = steps["Evaluator"]
+        metrics = evaluator.result
+        parts.append(
+            _section(
+                "Metrics",
+                _table(
+                    ["whole-captcha accuracy", "character error rate", "eval captchas"],
+                    [(f"{metrics['accuracy']:.2%}", f"{metrics['cer']:.2%}", metrics["num_examples"])],
+                ),
+            )
+        )
+        parts.append(
+            _section("Data", _image(posixpath.join(evaluator.output, TRAIN_GRID_FILE), "data grid"))
+        )
+    if "Validation" in steps:
+        validation = steps["Validation"].result
+        anomalies = validation.get("anomalies") or []
+        summary = (
+            '<p class="good">no anomalies</p>'
+            if not anomalies
+            else "<ul>" + "".join(f'<li class="bad">{html.escape(a)}</li>' for a in anomalies) + "</ul>"
+        )
+        link = html.escape(validation.get("report_path", ""))
+        parts.append(
+            _section("Validation", summary, f'<p>statistics report: <a href="{link}">{link}</a></p>')
+        )
+    if "Tuner" in steps:
+        tuner = steps["Tuner"]
+        parts.append(
+            _section(
+                "Tuner",
+                _csv_table(posixpath.join(tuner.output, TRIALS_CSV)),
+                _image(posixpath.join(tuner.output, TRIALS_PNG), "trials"),
+            )
+        )
+    if "Evaluator" in steps:
+        out = steps["Evaluator"].output
+        parts.append(
+            _section("Training curves", _image(posixpath.join(out, CURVES_FILE), "curves"))
+        )
+        parts.append(
+            _section(
+                "Predictions (errors in red)",
+                _image(posixpath.join(out, PREDICTIONS_GRID_FILE), "predictions"),
+                _csv_table(posixpath.join(out, ERRORS_FILE)),
+            )
+        )
+    if "Pusher" in steps:
+        push = steps["Pusher"].result
+        parts.append(
+            _section(
+                "Export",
+                _table(
+                    ["pushed", "version", "reason"],
+                    [(push.get("pushed"), push.get("version"), push.get("reason"))],
+                ),
+            )
+        )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>captcha-ocr report</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(page)
+    return path

@@ -1,0 +1,110 @@
+"""Model, metrics, input pipeline and augmentation: hand-computed values, exact equalities."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import examples
+from components.augmentation import NO_AUGMENTATION, AugmentConfig, augment_batch, make_augment
+from components.dataset import make_dataset, read_split
+from components.model import (
+    KERAS_EXAMPLE,
+    CharacterErrorRate,
+    ModelConfig,
+    SequenceAccuracy,
+    build_model,
+    decode_logits,
+)
+from components.preprocessing import preprocess_image
+
+
+def logits_for(paths: list[list[int]], classes: int) -> tf.Tensor:
+    """Logits whose best path is the given class per time step."""
+    return tf.constant(np.eye(classes, dtype="float32")[np.array(paths)] * 10.0)
+
+
+def test_greedy_decode_collapses_repeats_and_drops_blanks():
+    # vocab a b c -> classes 1 2 3, blank 0
+    paths = [[1, 1, 0, 1, 2, 2, 0, 3], [0, 0, 0, 0, 0, 0, 0, 0], [3, 0, 3, 3, 0, 0, 2, 1]]
+    text, confidence = decode_logits(logits_for(paths, 4), ["a", "b", "c"])
+    assert [t.decode() for t in text.numpy()] == ["aabc", "", "ccba"]
+    assert np.all((confidence.numpy() > 0.99) & (confidence.numpy() <= 1.0))
+
+
+def test_keras_metrics_hand_computed():
+    # labels (ids + 1, zero padded): "aab", "cb", "abc"
+    y_true = tf.constant([[1, 1, 2], [3, 2, 0], [1, 2, 3]])
+    paths = [[1, 0, 1, 2, 2, 0], [3, 3, 0, 0, 0, 0], [1, 2, 2, 2, 0, 3]]
+    # decoded: "aab" (right), "c" (1 deletion), "abc" (right) -> 2/3 exact, CER 1/8
+    y_pred = logits_for(paths, 4)
+    accuracy, cer = SequenceAccuracy(), CharacterErrorRate()
+    accuracy.update_state(y_true, y_pred)
+    cer.update_state(y_true, y_pred)
+    assert float(accuracy.result()) == pytest.approx(2 / 3)
+    assert float(cer.result()) == pytest.approx(1 / 8)
+    cer.update_state(tf.constant([[1, 2, 0]]), logits_for([[3, 0, 3, 0, 3, 0]], 4))
+    assert float(cer.result()) == pytest.approx((1 + 3) / (8 + 2))  # "ccc" vs "ab": 2 subs + 1 ins
+
+
+def test_keras_example_preset_is_the_example_architecture():
+    model = build_model(KERAS_EXAMPLE, vocab_size=19)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 64]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert model.output_shape == (None, 50, 20)
+    # conv 320 + 18,496; dense 768*64 + 64; BiLSTM 2*4*128*(64+128+1); BiLSTM 2*4*64*(256+64+1)
+    body = 320 + 18_496 + 49_216 + 197_632 + 164_352
+    assert model.count_params() == body + 128 * 20 + 20
+
+
+def test_model_config_json_round_trip_and_label_length_check(tmp_path):
+    config = ModelConfig(conv_filters=(16, 32, 64), batch_norm=True, lstm_units=(64,))
+    config.to_json(str(tmp_path / "hp.json"))
+    assert ModelConfig.from_json(str(tmp_path / "hp.json")) == config
+    assert config.time_steps == 50 and config.max_label_length == 24
+    narrow = dataclasses.replace(config, image_width=40)  # 10 time steps
+    narrow.check_label_length(4)
+    with pytest.raises(ValueError, match="at least 11 time steps"):
+        narrow.check_label_length(5)
+    with pytest.raises(ValueError, match="unknown model hyperparameters"):
+        ModelConfig.from_dict({"conv_filter": [1]})
+
+
+def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_examples):
+    kwargs = dict(image_height=24, image_width=64, max_label_length=4, batch_size=8)
+    augment = make_augment(AugmentConfig(max_shift=0.1, max_rotation_degrees=5, max_noise_stddev=0.05))
+    tf.random.set_seed(1)
+    plain = list(make_dataset(str(clean_examples), examples.TRAIN, **kwargs))
+    varied = list(make_dataset(str(clean_examples), examples.TRAIN, training=True, augment=augment,
+                               seed=3, **kwargs))
+    shuffled_plain = list(make_dataset(str(clean_examples), examples.TRAIN, training=True, seed=3,
+                                       **kwargs))
+    # Same shuffle seed: the same labels in the same order, with and without augmentation.
+    for (images, labels), (plain_images, plain_labels) in zip(varied, shuffled_plain, strict=False):
+        np.testing.assert_array_equal(labels.numpy(), plain_labels.numpy())
+        assert images.shape == plain_images.shape
+        assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+        assert float(tf.reduce_mean(tf.abs(images - plain_images))) > 0.005
+    # Eval batches are exactly the shared preprocessing of the stored bytes, in order.
+    stored = [ex["image"] for ex in read_split(str(clean_examples), examples.TRAIN)]
+    eval_images = tf.concat([images for images, _ in plain], axis=0)
+    eval_with_augment = tf.concat(
+        [i for i, _ in make_dataset(str(clean_examples), examples.TRAIN, augment=augment, **kwargs)], 0
+    )
+    expected = tf.stack([preprocess_image(b, 24, 64) for b in stored])
+    np.testing.assert_array_equal(eval_images.numpy(), expected.numpy())
+    np.testing.assert_array_equal(eval_with_augment.numpy(), expected.numpy())
+
+
+def test_augment_batch_keeps_shape_range_and_identity_when_off():
+    images = tf.random.uniform([4, 24, 64, 1])
+    assert make_augment(NO_AUGMENTATION) is None
+    out = augment_batch(images, dataclasses.replace(NO_AUGMENTATION, max_shift=0.0))
+    np.testing.assert_allclose(out.numpy(), images.numpy(), atol=1e-5)
+    out = augment_batch(images, AugmentConfig())
+    assert out.shape == images.shape

@@ -1,0 +1,159 @@
+"""`run` and `retrain` end to end on small real data: Beam, TFDV, Keras and SavedModels for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import CLEAN_ALPHABET, CLEAN_HEIGHT, CLEAN_WIDTH, PROJECT_ROOT, clean_captcha
+
+from components.model import ModelConfig
+from pipeline import runner
+
+TINY_MODEL = ModelConfig(
+    image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(8, 16), batch_norm=True,
+    dense_units=16, lstm_units=(24,), dropout=0.0, lstm_dropout=0.0, learning_rate=3e-3,
+)
+
+
+def write_clean_images(folder: pathlib.Path, count: int, seed: int, alphabet: str = CLEAN_ALPHABET):
+    """`count` easy PNGs named `<label>_<n>.png`, so any working pipeline learns them fast."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    for n in range(count):
+        label = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 4)))
+        (folder / f"{label}_{seed}-{n}.png").write_bytes(clean_captcha(label, rng))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    hyperparameters = root / "tiny.json"
+    TINY_MODEL.to_json(str(hyperparameters))
+    return {
+        "root": root,
+        "images": write_clean_images(root / "images", 500, seed=1),
+        "hyperparameters": str(hyperparameters),
+    }
+
+
+def config_for(project, **changes) -> runner.RunConfig:
+    values = dict(
+        workdir=str(project["root"] / "work"),
+        export_dir=str(project["root"] / "export"),
+        images=str(project["images"]),
+        hyperparameters=project["hyperparameters"],
+        epochs=25,
+        max_train_minutes=2.0,
+    )
+    values.update(changes)
+    return runner.RunConfig(**values)
+
+
+def statuses(manifest) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in manifest["components"]}
+
+
+def versions(export_dir: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in export_dir.iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    return runner.run(config_for(project))
+
+
+def test_run_trains_and_exports_a_servable_model(project, first_run):
+    assert list(statuses(first_run)) == ["ExampleGen", "Validation", "Trainer", "Evaluator", "Pusher"]
+    assert set(statuses(first_run).values()) == {"ran"}
+    assert first_run["metrics"]["accuracy"] >= 0.9, first_run["metrics"]
+    assert first_run["exported"]["pushed"] and first_run["exported"]["version"] == 1
+    export = project["root"] / "export"
+    assert versions(export) == ["1"]
+    assert (export / "1" / "saved_model.pb").is_file()
+
+    manifest = json.loads((project["root"] / "work" / runner.MANIFEST_FILE).read_text())
+    for component in manifest["components"]:
+        assert component["output"].startswith(str(project["root"] / "work"))
+        assert (pathlib.Path(component["output"]) / runner.COMPLETE_MARKER).is_file()
+        assert component["seconds"] > 0
+    report = (project["root"] / "work" / runner.REPORT_FILE).read_text()
+    for section in ("Metrics", "Data", "Validation", "Training curves", "Predictions", "Export"):
+        assert f"<h2>{section}" in report
+    assert report.count("data:image/png;base64,") >= 3
+
+    # What TF Serving would load reads the held-out images in a fresh process.
+    sample = sorted(project["images"].iterdir())[:8]
+    script = (
+        "import sys, json, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "out = m(image_bytes=tf.constant([open(p, 'rb').read() for p in sys.argv[2:]]))\n"
+        "print(json.dumps([t.decode() for t in out['text'].numpy()]))\n"
+    )
+    texts = json.loads(subprocess.run(
+        [sys.executable, "-c", script, str(export / "1"), *map(str, sample)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip().splitlines()[-1])
+    labels = [p.name.split("_")[0] for p in sample]
+    assert sum(t == label for t, label in zip(texts, labels)) >= 6, (texts, labels)
+
+
+def test_second_run_skips_every_component(project, first_run):
+    manifest = runner.run(config_for(project))
+    assert set(statuses(manifest).values()) == {"skipped"}
+    assert versions(project["root"] / "export") == ["1"]
+
+
+def test_run_killed_during_training_resumes_without_reingesting(project, tmp_path):
+    work = tmp_path / "work"
+    command = [
+        sys.executable, "-m", "pipeline.cli", "run", "--images", str(project["images"]),
+        "--workdir", str(work), "--export-dir", str(tmp_path / "export"),
+        "--hyperparameters", project["hyperparameters"], "--epochs", "3",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 240
+    for line in process.stdout:
+        if "Trainer ..." in line:
+            time.sleep(3)
+            process.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "training never started"
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (work / "Trainer" / "span-0" / runner.COMPLETE_MARKER).exists()
+
+    manifest = runner.run(config_for(project, workdir=str(work), export_dir=str(tmp_path / "export"),
+                                      epochs=3))
+    assert statuses(manifest) == {
+        "ExampleGen": "skipped", "Validation": "skipped", "Trainer": "ran",
+        "Evaluator": "ran", "Pusher": "ran",
+    }
+    assert versions(tmp_path / "export") == ["1"]
+
+
+def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, first_run):
+    new_batch = write_clean_images(project["root"] / "batch1", 200, seed=2)
+    manifest = runner.retrain(config_for(project, images=str(new_batch)))
+    assert set(statuses(manifest).values()) == {"ran"}
+    assert manifest["exported"]["pushed"], manifest["exported"]
+    assert versions(project["root"] / "export") == ["1", "2"]
+    trained_on = json.loads((project["root"] / "work" / "Trainer" / "span-1" / "train_summary.json")
+                            .read_text())["examples_dirs"]
+    assert [pathlib.Path(d).name for d in trained_on] == ["span-0", "span-1"]
+
+    bad_batch = write_clean_images(project["root"] / "batch2", 30, seed=3, alphabet=CLEAN_ALPHABET + "9")
+    with pytest.raises(runner.PipelineStopped, match="outside the vocabulary") as stopped:
+        runner.retrain(config_for(project, images=str(bad_batch)))
+    assert "9" in str(stopped.value)
+    assert versions(project["root"] / "export") == ["1", "2"]

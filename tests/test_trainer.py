@@ -1,0 +1,130 @@
+"""Trainer: learns, selects, writes its folder atomically, warm-starts, reads configs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import (
+    CLEAN_HEIGHT,
+    CLEAN_WIDTH,
+    TINY_MODEL_OVERRIDES,
+    clean_captcha,
+    write_examples_dir,
+)
+
+from components import examples
+from components.evaluator import run_evaluate
+from components.model import ModelConfig
+from components.trainer import PROFILES, TrainConfig, load_trained, run_train
+
+CLEAN_MODEL = ModelConfig(
+    image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(16, 32), batch_norm=True,
+    dense_units=32, dropout=0.0, lstm_units=(32,), lstm_dropout=0.0, learning_rate=5e-3,
+)
+CLEAN_TRAINING = TrainConfig(epochs=12, batch_size=16, patience=12, lr_schedule="cosine",
+                             warmup_epochs=1, verbose=0, measure_input_pipeline=False)
+
+
+@pytest.fixture(scope="module")
+def clean_model_dir(clean_examples, tmp_path_factory):
+    output = tmp_path_factory.mktemp("clean_model") / "model"
+    summary = run_train(str(clean_examples), str(output), CLEAN_MODEL, CLEAN_TRAINING)
+    return output, summary
+
+
+def test_learns_a_tiny_clean_set_within_a_few_epochs(clean_model_dir, clean_examples, tmp_path):
+    model_dir, summary = clean_model_dir
+    metrics = run_evaluate(str(model_dir), str(clean_examples), str(tmp_path / "eval"))
+    assert metrics["num_examples"] == 60
+    assert metrics["accuracy"] >= 0.95, metrics
+    assert metrics["cer"] <= 0.03, metrics
+    assert summary["epochs_run"] <= CLEAN_TRAINING.epochs
+
+
+def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
+    names = {p.name for p in trained_model_dir.iterdir()}
+    assert {"model.keras", "vocab.txt", "model_config.json", "train_config.json", "history.csv",
+            "logs", "checkpoints", "train_summary.json"} <= names
+    assert {p.name for p in (trained_model_dir / "checkpoints").iterdir()} == {
+        "best.weights.h5", "last.weights.h5"}
+    assert list((trained_model_dir / "logs").rglob("events.out.tfevents.*"))
+    assert not list(trained_model_dir.parent.glob("*.tmp-*"))
+    summary = json.loads((trained_model_dir / "train_summary.json").read_text())
+    with open(trained_model_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert len(history) == summary["epochs_run"] == 2
+    assert {"loss", "val_loss", "val_sequence_accuracy", "val_cer", "val_score", "learning_rate"} <= set(history[0])
+    model, vocab, config = load_trained(str(trained_model_dir))
+    assert vocab == examples.read_vocab(str(trained_model_dir / "vocab.txt"))
+    assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
+    assert TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text())) \
+        == PROFILES["quick"].train.replace(epochs=2, max_minutes=None, verbose=0, measure_input_pipeline=False)
+
+
+def test_a_failed_training_leaves_no_model_folder(clean_examples, tmp_path):
+    too_narrow = dataclasses.replace(CLEAN_MODEL, image_width=24)  # 6 time steps, labels of 4
+    with pytest.raises(ValueError, match="time steps"):
+        run_train(str(clean_examples), str(tmp_path / "model"), too_narrow, CLEAN_TRAINING)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def small_vocab_model(tmp_path_factory):
+    """A one-epoch tiny model on a vocab of "01", a prefix of the clean set's "0123"."""
+    import random
+
+    rng = random.Random(5)
+    labels = ["".join(rng.choice("01") for _ in range(3)) for _ in range(96)]
+    items = [(clean_captcha(label, rng), label) for label in labels]
+    examples_dir = write_examples_dir(tmp_path_factory.mktemp("small_vocab") / "examples",
+                                      {"train": items[:80], "eval": items[80:]}, ["0", "1"])
+    output = tmp_path_factory.mktemp("small_vocab_model") / "model"
+    tiny = dataclasses.replace(CLEAN_MODEL, **TINY_MODEL_OVERRIDES)
+    run_train(str(examples_dir), str(output), tiny, CLEAN_TRAINING.replace(epochs=1))
+    return output, tiny
+
+
+def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_path):
+    from components.model import LOGITS_LAYER, build_model
+    from components.trainer import warm_start
+
+    old_dir, tiny = small_vocab_model
+    old_model, old_vocab, _ = load_trained(str(old_dir))
+    model = build_model(tiny, vocab_size=4)
+    warm_start(model, list("0123"), str(old_dir))
+    for layer in model.layers:
+        old_weights = old_model.get_layer(layer.name).get_weights()
+        for new, old in zip(layer.get_weights(), old_weights, strict=False):
+            if layer.name == LOGITS_LAYER:  # blank + "0" + "1" copied, "2" and "3" fresh
+                np.testing.assert_array_equal(new[..., :3], old)
+                assert new.shape[-1] == 5
+            else:
+                np.testing.assert_array_equal(new, old)
+    with pytest.raises(ValueError, match="not a prefix"):
+        warm_start(build_model(tiny, vocab_size=4), list("1023"), str(old_dir))
+    with pytest.raises(ValueError, match="cannot warm-start: layer"):
+        warm_start(build_model(dataclasses.replace(tiny, dense_units=8), 4), list("0123"), str(old_dir))
+
+    summary = run_train(str(clean_examples), str(tmp_path / "model"), tiny,
+                        CLEAN_TRAINING.replace(epochs=1, warm_start=str(old_dir)))
+    assert summary["vocab_size"] == 4
+    assert tf.io.gfile.exists(str(tmp_path / "model" / "model.keras"))
+
+
+def test_cli_train_reads_a_hyperparameters_json(clean_examples, tmp_path):
+    from pipeline.cli import main
+
+    config = dataclasses.replace(CLEAN_MODEL, **TINY_MODEL_OVERRIDES)
+    config.to_json(str(tmp_path / "best_hyperparameters.json"))
+    output = tmp_path / "model"
+    assert main(["train", "--examples", str(clean_examples), "--output", str(output),
+                 "--hyperparameters", str(tmp_path / "best_hyperparameters.json"),
+                 "--epochs", "1", "--quiet"]) == 0
+    _, vocab, loaded = load_trained(str(output))
+    assert loaded == config and vocab == list("0123")
+    assert json.loads((output / "train_config.json").read_text())["epochs"] == 1
