@@ -8,6 +8,7 @@ the expected range or values from the schema and the counts from the statistics,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import tensorflow_data_validation as tfdv
@@ -73,8 +74,8 @@ def _out_of_domain(
         stats = feature.num_stats
         seen, occurrences = f"values from {stats.min:g} to {stats.max:g}", None
     affected = sg.custom_statistic(feature, sg.EXAMPLES_OUTSIDE_DOMAIN)
-    if affected is None and occurrences is not None and name != "label_ids":
-        affected = occurrences  # single-valued: one occurrence per example
+    if affected is None and sg.common_statistics(feature).max_num_values == 1:
+        affected = occurrences  # one value per example: occurrences are examples
     where = f"in {_examples(affected)}" if affected is not None else ""
     if occurrences is not None and (affected is None or occurrences != affected):
         where = f"{occurrences} times {where}".strip()
@@ -85,6 +86,13 @@ def _bad_value_count(
     name: str, feature: statistics_pb2.FeatureNameStatistics, schema_feature: schema_pb2.Feature
 ) -> str:
     common = sg.common_statistics(feature)
+    fixed_size = math.prod(d.size for d in schema_feature.shape.dim)
+    if (
+        schema_feature.HasField("shape")
+        and common.num_missing
+        and common.min_num_values == common.max_num_values == fixed_size
+    ):  # a fixed shape needs the feature in every example: the present values are fine
+        return _missing(name, feature, int(common.num_non_missing + common.num_missing))
     if schema_feature.HasField("value_count"):
         bounds = schema_feature.value_count
         expected = f"{bounds.min} to {bounds.max}" if bounds.max else f"at least {bounds.min}"
@@ -198,4 +206,4 @@ def describe_anomalies(
                 messages.append(f"feature '{name}': {reason.short_description}: {reason.description}")
     for reason in anomalies.dataset_anomaly_info.reason:
         messages.append(f"dataset: {reason.short_description}: {reason.description}")
-    return messages
+    return list(dict.fromkeys(messages))  # a missing feature breaks presence and shape alike

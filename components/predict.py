@@ -88,8 +88,8 @@ class ExportedModel:
             try:
                 answers.extend(self._call([image], [source]))
             except tf.errors.InvalidArgumentError as error:
-                message = error.message.strip().splitlines()[0]
-                answers.append(Prediction(source, "", 0.0, False, f"signature failed: {message}"))
+                reason = _op_error_reason(error.message)
+                answers.append(Prediction(source, "", 0.0, False, f"signature failed: {reason}"))
         return answers
 
     def _call(self, images: Sequence[bytes], sources: Sequence[str]) -> list[Prediction]:
@@ -107,6 +107,12 @@ class ExportedModel:
             )
             for source, text, confidence, valid in zip(sources, texts, confidences, valids, strict=True)
         ]
+
+
+def _op_error_reason(message: str) -> str:
+    """The op's own words in a graph error: the last line before its `[[{{node ...}}]]`."""
+    lines = [line.strip() for line in message.split("[[", 1)[0].splitlines() if line.strip()]
+    return lines[-1] if lines else message.strip()
 
 
 def expand_inputs(paths: Iterable[str]) -> list[str]:

@@ -88,9 +88,11 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, vocab: Sequence[str], config: ModelConfig) -> None:
         super().__init__(name="captcha_ocr_serving")
         self.model = model
-        # Keras 3 layers are not tf.Module-tracked: list every variable (the dropout layers'
-        # seed states too) so the SavedModel captures them.
-        self.model_variables = list(model.variables)
+        # Keras 3 variables wrap tf.Variables that tf.Module does not find by itself. Track
+        # the wrapped tf.Variables (the dropout layers' seed states too): tracking the Keras
+        # wrappers instead saves a SavedModel that TF2 loads but TF Serving's session loader
+        # does not ("Could not find variable", keras-team/keras#20095).
+        self.model_variables = [variable.value for variable in model.variables]
         self._vocab = list(vocab)
         self._image_size = (config.image_height, config.image_width)
 

@@ -90,9 +90,5 @@ def infer_curated_schema(
     return set_drift_thresholds(schema, drift_thresholds)
 
 
-def write_schema(schema: schema_pb2.Schema, path: str) -> None:
-    tfdv.write_schema_text(schema, path)
-
-
 def load_schema(path: str) -> schema_pb2.Schema:
     return tfdv.load_schema_text(path)

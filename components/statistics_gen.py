@@ -130,6 +130,15 @@ class ExampleCountsOutsideSchema(stats_generator.CombinerStatsGenerator):
         return result
 
 
+def stats_options(schema: schema_pb2.Schema | None = None) -> tfdv.StatsOptions:
+    """Categorical Contract 1 ints; with a schema, also count the examples breaking it."""
+    return tfdv.StatsOptions(
+        schema=statistics_schema(schema),
+        num_top_values=NUM_TOP_VALUES,
+        generators=[ExampleCountsOutsideSchema(schema)] if schema is not None else None,
+    )
+
+
 def generate_statistics(
     examples_dir: str,
     output_dir: str,
@@ -148,11 +157,7 @@ def generate_statistics(
             f"no examples under {examples_dir}: expected GZIP shards like "
             f"{patterns[examples.TRAIN]} (run `captcha-ocr ingest` first)"
         )
-    options = tfdv.StatsOptions(
-        schema=statistics_schema(schema),
-        num_top_values=NUM_TOP_VALUES,
-        generators=[ExampleCountsOutsideSchema(schema)] if schema is not None else None,
-    )
+    options = stats_options(schema)
     paths = {split: statistics_path(output_dir, split) for split in splits}
     for path in paths.values():
         tf.io.gfile.makedirs(posixpath.dirname(path))

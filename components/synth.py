@@ -2,26 +2,27 @@
 
 `captcha.image.ImageCaptcha` draws its randomness from the `secrets` module, which cannot be
 seeded. While generating, this module hands it a stand-in backed by `random.Random`, seeded
-per image from (seed, index): the same config gives byte-identical PNGs, and any image can be
-regenerated on its own.
+per image from (seed, index), and labels are drawn the same way: the same config gives
+byte-identical PNGs in any process, so rendering can be spread over several.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import io
 import logging
+import multiprocessing
 import posixpath
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import tensorflow as tf
 
 DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 LABELS_CSV = "labels.csv"
+CHUNK = 200  # images per unit of work for parallel rendering
 # Characters that cannot appear in a `<label>_<n>.png` file name and be parsed back.
 _FILE_NAME_UNSAFE = set("_/\\\0")
 
@@ -102,46 +103,75 @@ def _seeded_captcha_module() -> Iterator[_SeededSecrets]:
         captcha.image.secrets = original
 
 
+def label_for(config: SynthConfig, index: int) -> str:
+    """Image `index`'s label, a function of (seed, index) alone."""
+    rng = random.Random(f"{config.seed}/label/{index}")
+    length = rng.randint(config.min_length, config.max_length)
+    return "".join(rng.choice(config.alphabet) for _ in range(length))
+
+
 def make_labels(config: SynthConfig) -> list[str]:
-    rng = random.Random(config.seed)
-    return [
-        "".join(rng.choice(config.alphabet) for _ in range(rng.randint(config.min_length, config.max_length)))
-        for _ in range(config.count)
-    ]
+    return [label_for(config, index) for index in range(config.count)]
 
 
 def file_name(label: str, index: int, labels_csv: bool) -> str:
     return f"{index:06d}.png" if labels_csv else f"{label}_{index}.png"
 
 
-def generate(out_dir: str, config: SynthConfig, show_progress: bool = True) -> list[tuple[str, str]]:
-    """Write `config.count` captcha PNGs into `out_dir`; returns [(path, label)] in order."""
+def render(config: SynthConfig, indices: Sequence[int]) -> list[tuple[int, str, bytes]]:
+    """(index, label, PNG bytes) of the given images; the same bytes in any process."""
     from captcha.image import ImageCaptcha
-    from rich.progress import Progress
 
-    tf.io.gfile.makedirs(out_dir)
     drawer = ImageCaptcha(
         width=config.width,
         height=config.height,
         fonts=list(config.fonts) or None,
         font_sizes=config.effective_font_sizes(),
     )
-    written: list[tuple[str, str]] = []
-    start = time.perf_counter()
-    with (
-        _seeded_captcha_module() as secrets_stand_in,
-        Progress(disable=not show_progress, transient=True) as progress,
-    ):
-        task = progress.add_task(f"synth -> {out_dir}", total=config.count)
-        for index, label in enumerate(make_labels(config)):
-            secrets_stand_in.reseed(f"{config.seed}/{index}")
+    rendered = []
+    with _seeded_captcha_module() as secrets_stand_in:
+        for index in indices:
+            label = label_for(config, index)
+            secrets_stand_in.reseed(f"{config.seed}/image/{index}")
             buffer = io.BytesIO()
             drawer.generate_image(label).save(buffer, format="PNG")
-            path = posixpath.join(out_dir, file_name(label, index, config.labels_csv))
-            with tf.io.gfile.GFile(path, "wb") as f:
-                f.write(buffer.getvalue())
-            written.append((path, label))
-            progress.advance(task)
+            rendered.append((index, label, buffer.getvalue()))
+    return rendered
+
+
+def _rendered_chunks(config: SynthConfig, workers: int) -> Iterator[list[tuple[int, str, bytes]]]:
+    chunks = [range(start, min(start + CHUNK, config.count))
+              for start in range(0, config.count, CHUNK)]
+    if workers <= 1:
+        yield from (render(config, chunk) for chunk in chunks)
+        return
+    # spawn, not fork: the parent may hold TensorFlow's threads and locks
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(render, [config] * len(chunks), chunks)
+
+
+def generate(out_dir: str, config: SynthConfig, show_progress: bool = True,
+             workers: int = 1) -> list[tuple[str, str]]:
+    """Write `config.count` captcha PNGs into `out_dir`; returns [(path, label)] in order.
+
+    `workers` > 1 renders in that many processes; the files are the same.
+    """
+    import tensorflow as tf
+    from rich.progress import Progress
+
+    tf.io.gfile.makedirs(out_dir)
+    written: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task(f"synth -> {out_dir}", total=config.count)
+        for chunk in _rendered_chunks(config, workers):
+            for index, label, png in chunk:
+                path = posixpath.join(out_dir, file_name(label, index, config.labels_csv))
+                with tf.io.gfile.GFile(path, "wb") as f:
+                    f.write(png)
+                written.append((path, label))
+            progress.advance(task, len(chunk))
     if config.labels_csv:
         _write_labels_csv(posixpath.join(out_dir, LABELS_CSV), written)
     seconds = time.perf_counter() - start
@@ -151,6 +181,8 @@ def generate(out_dir: str, config: SynthConfig, show_progress: bool = True) -> l
 
 
 def _write_labels_csv(path: str, written: list[tuple[str, str]]) -> None:
+    import tensorflow as tf
+
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["filename", "label"])

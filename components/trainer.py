@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import posixpath
 import time
 import uuid
@@ -42,7 +43,10 @@ SUMMARY_FILE = "train_summary.json"
 # Whole-captcha accuracy first; among equal accuracies the lower CTC loss wins.
 SELECTION_SCORE = "val_score"
 MONITOR_MODES = {SELECTION_SCORE: "max", "val_sequence_accuracy": "max", "val_loss": "min"}
-LR_SCHEDULES = ("constant", "cosine", "plateau")
+# cosine: warmup + cosine decay over `epochs`; cosine-time: the same over the `max_minutes`
+# budget (the demo anneals fully on a fast or a slow machine); plateau: halve on a val_loss
+# plateau.
+LR_SCHEDULES = ("constant", "cosine", "cosine-time", "plateau")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +59,7 @@ class TrainConfig:
     # CTC models read nothing for the first epochs (the blank plateau): wait that long.
     patience: int = 20
     start_from_epoch: int = 0
+    restore_best: bool = True  # False: keep the last epoch's weights (fixed-epoch recipes)
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
     min_learning_rate: float = 1e-5
@@ -71,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"monitor is one of {sorted(MONITOR_MODES)}, got {self.monitor!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule is one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine-time" and not self.max_minutes:
+            raise ValueError("lr_schedule cosine-time anneals over max_minutes: set it")
         if not 0 < self.validation_percent < 100:
             raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
 
@@ -103,18 +110,17 @@ KERAS_EXAMPLE_TRAINING = TrainConfig(
 PROFILES: dict[str, Profile] = {
     # The demo: `captcha-ocr run` on DEMO_SYNTH, about 5 minutes of training on 2 cores.
     "quick": Profile(
-        model=ModelConfig(conv_filters=(32, 64, 96), batch_norm=True, dense_units=128,
-                          lstm_units=(128,), dropout=0.1, lstm_dropout=0.1,
-                          learning_rate=2e-3),
-        train=TrainConfig(epochs=30, batch_size=32, patience=8, lr_schedule="cosine",
+        model=ModelConfig(conv_filters=(16, 32, 64), batch_norm=True, dense_units=64,
+                          lstm_units=(96,), dropout=0.1, lstm_dropout=0.1, learning_rate=3e-3),
+        train=TrainConfig(epochs=200, batch_size=32, patience=200, lr_schedule="cosine-time",
                           warmup_epochs=1, max_minutes=5.0),
     ),
     # The best model: batch norm, a third conv block, warmup + cosine LR, augmentation.
     "full": Profile(
-        model=ModelConfig(conv_filters=(32, 64, 128), batch_norm=True, dense_units=128,
+        model=ModelConfig(conv_filters=(32, 64, 64), batch_norm=True, dense_units=128,
                           lstm_units=(128, 64), dropout=0.2, lstm_dropout=0.25,
                           learning_rate=2e-3),
-        train=TrainConfig(epochs=100, batch_size=16, patience=40, lr_schedule="cosine",
+        train=TrainConfig(epochs=80, batch_size=16, patience=40, lr_schedule="cosine",
                           warmup_epochs=2, augment=AugmentConfig(), max_minutes=14.0),
     ),
     "keras-example": Profile(model=KERAS_EXAMPLE, train=KERAS_EXAMPLE_TRAINING),
@@ -217,11 +223,18 @@ class _SelectionScore(keras.callbacks.Callback):
 
 
 class _TimeBudget(keras.callbacks.Callback):
-    """Stops before an epoch that would end after the budget (best weights still restored)."""
+    """Ends training at the time budget (best weights are still restored).
 
-    def __init__(self, max_minutes: float) -> None:
+    With `anneal`, the learning rate follows warmup + cosine decay over the budget itself, so
+    the model is fully annealed when the time is up however fast the machine is. Without it,
+    training stops before an epoch that would end after the budget.
+    """
+
+    def __init__(self, max_minutes: float, anneal: bool = False, peak: float = 0.0,
+                 floor: float = 0.0, warmup_fraction: float = 0.0) -> None:
         super().__init__()
         self.budget = max_minutes * 60.0
+        self.anneal, self.peak, self.floor, self.warmup = anneal, peak, floor, warmup_fraction
         self.stopped_epoch: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -229,14 +242,31 @@ class _TimeBudget(keras.callbacks.Callback):
         self.epoch_start = self.start
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
         self.epoch_start = time.perf_counter()
+
+    def learning_rate(self, fraction: float) -> float:
+        if fraction < self.warmup:
+            return self.peak * (0.1 + 0.9 * fraction / self.warmup)
+        progress = min(1.0, (fraction - self.warmup) / max(1e-9, 1.0 - self.warmup))
+        return self.floor + 0.5 * (self.peak - self.floor) * (1.0 + math.cos(math.pi * progress))
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if not self.anneal:
+            return
+        fraction = (time.perf_counter() - self.start) / self.budget
+        if fraction >= 1.0:
+            self.stopped_epoch = self.epoch
+            self.model.stop_training = True
+        self.model.optimizer.learning_rate.assign(self.learning_rate(fraction))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
-        if now - self.start + (now - self.epoch_start) > self.budget:
+        if not self.anneal and now - self.start + (now - self.epoch_start) > self.budget:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            log.info("time budget of %.1f min reached after epoch %d", self.budget / 60, epoch + 1)
+        if self.stopped_epoch is not None:
+            log.info("time budget of %.1f min reached in epoch %d", self.budget / 60, epoch + 1)
 
 
 class _EpochTimes(keras.callbacks.Callback):
@@ -267,7 +297,9 @@ def _learning_rate(model_config: ModelConfig, config: TrainConfig, steps_per_epo
     )
 
 
-def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callback]:
+def _callbacks(
+    config: TrainConfig, model_config: ModelConfig, out_dir: str
+) -> list[keras.callbacks.Callback]:
     mode = MONITOR_MODES[config.monitor]
     checkpoints = posixpath.join(out_dir, "checkpoints")
     tf.io.gfile.makedirs(checkpoints)
@@ -275,7 +307,8 @@ def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callba
         _SelectionScore(),
         keras.callbacks.EarlyStopping(
             monitor=config.monitor, mode=mode, patience=config.patience,
-            start_from_epoch=config.start_from_epoch, restore_best_weights=True, verbose=1,
+            start_from_epoch=config.start_from_epoch, restore_best_weights=config.restore_best,
+            verbose=1,
         ),
         keras.callbacks.ModelCheckpoint(
             posixpath.join(checkpoints, "best.weights.h5"), monitor=config.monitor, mode=mode,
@@ -292,7 +325,13 @@ def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callba
             monitor="val_loss", factor=0.5, patience=5, min_lr=config.min_learning_rate, verbose=1,
         ))
     if config.max_minutes:
-        callbacks.append(_TimeBudget(config.max_minutes))
+        # cosine-time cannot know epochs in advance: any warmup is the first 5 % of the budget.
+        warmup_fraction = 0.05 if config.warmup_epochs else 0.0
+        callbacks.append(_TimeBudget(
+            config.max_minutes, anneal=config.lr_schedule == "cosine-time",
+            peak=model_config.learning_rate, floor=config.min_learning_rate,
+            warmup_fraction=warmup_fraction,
+        ))
     return callbacks
 
 
@@ -343,7 +382,7 @@ def run_train(
     compile_model(model, _learning_rate(model_config, train_config, steps_per_epoch))
 
     with atomic_output_dir(output_dir) as out:
-        callbacks = _callbacks(train_config, out)
+        callbacks = _callbacks(train_config, model_config, out)
         epoch_times = _EpochTimes()
         start = time.perf_counter()
         history = model.fit(
@@ -352,7 +391,7 @@ def run_train(
         )
         train_seconds = time.perf_counter() - start
         early_stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
-        best_epoch = early_stopping.best_epoch
+        best_epoch = early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
         summary: dict[str, Any] = {
             "model_dir": output_dir,
             "examples_dirs": dirs,
@@ -360,7 +399,7 @@ def run_train(
             "max_label_length": max_label_length,
             "examples": counts,
             "epochs_run": len(history.epoch),
-            "best_epoch": best_epoch + 1,
+            "best_epoch": best_epoch + 1,  # the epoch whose weights were kept
             "best": {k: float(v[best_epoch]) for k, v in history.history.items()},
             "train_seconds": round(train_seconds, 1),
             "seconds_per_epoch": epoch_times.seconds,

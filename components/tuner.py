@@ -227,6 +227,7 @@ def _write_text(path: str, text: str | bytes) -> None:
 def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any]) -> None:
     """Start again (`overwrite`), or check that a resumed search keeps its settings."""
     tf.io.gfile.makedirs(output_dir)
+    settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
     config_path = posixpath.join(output_dir, TUNE_CONFIG_FILE)
     if config.overwrite:
         for name in (SEARCH_DIR, BEST_HYPERPARAMETERS_FILE, TRIALS_CSV, TRIALS_PNG, SUMMARY_FILE):

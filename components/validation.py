@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import example_validator, examples, schema_gen, statistics_gen
@@ -72,11 +73,21 @@ def default_output_dir(examples_dir: str) -> str:
     return posixpath.join(examples_dir, DEFAULT_OUTPUT_SUBDIR)
 
 
-def _previous_statistics_path(previous: str, split: str) -> str:
-    """A validation output folder gives the same split's statistics; a file is used as is."""
-    if tf.io.gfile.isdir(previous):
-        return statistics_gen.statistics_path(previous, split)
-    return previous
+def _previous_statistics(previous: str | None, split: str):
+    """A validation output folder gives the same split's statistics; a file is used as is.
+
+    A folder without this split (say, an earlier batch ingested with no eval split) means no
+    drift check for the split, with a warning; a path that does not exist at all is an error.
+    """
+    if previous is None:
+        return None
+    if not tf.io.gfile.isdir(previous):
+        return statistics_gen.load_statistics(previous)
+    path = statistics_gen.statistics_path(previous, split)
+    if not tf.io.gfile.exists(path):
+        log.warning("no previous statistics for split %s at %s: drift not checked", split, path)
+        return None
+    return statistics_gen.load_statistics(path)
 
 
 def _drift_thresholds(config: ValidateConfig, schema: schema_pb2.Schema | None) -> dict:
@@ -110,6 +121,8 @@ def run_validate(
     if not tf.io.gfile.exists(vocab_path):
         raise FileNotFoundError(f"no {examples.VOCAB_FILE} in {examples_dir}: not an ingest output")
     vocab = examples.read_vocab(vocab_path)
+    if config.previous_statistics and not tf.io.gfile.exists(config.previous_statistics):
+        raise FileNotFoundError(f"no previous statistics at {config.previous_statistics}")
     tf.io.gfile.makedirs(output_dir)
     result_path = posixpath.join(output_dir, RESULT_FILE)
     if tf.io.gfile.exists(result_path):
@@ -126,8 +139,7 @@ def run_validate(
             list(statistics.values()), len(vocab), _drift_thresholds(config, None)
         )
         schema_path = posixpath.join(output_dir, schema_gen.SCHEMA_FILE)
-        schema_gen.write_schema(schema, f"{schema_path}.tmp")
-        tf.io.gfile.rename(f"{schema_path}.tmp", schema_path, overwrite=True)
+        _write_text(schema_path, text_format.MessageToString(schema))
         log.info("inferred and curated a schema: %s", schema_path)
     else:
         schema = schema_gen.set_drift_thresholds(
@@ -137,17 +149,13 @@ def run_validate(
 
     messages: dict[str, list[str]] = {}
     anomalies_paths: dict[str, str] = {}
+    previous = {s: _previous_statistics(config.previous_statistics, s) for s in statistics}
     for split, stats in statistics.items():
-        previous = None
-        if config.previous_statistics:
-            previous = statistics_gen.load_statistics(
-                _previous_statistics_path(config.previous_statistics, split)
-            )
-        anomalies = example_validator.validate(stats, schema, previous)
+        anomalies = example_validator.validate(stats, schema, previous[split])
         anomalies_paths[split] = posixpath.join(examples.split_dir(output_dir, split), ANOMALIES_FILE)
         tfdv.write_anomalies_text(anomalies, anomalies_paths[split])
         messages[split] = example_validator.describe_anomalies(
-            anomalies, stats, schema, previous, vocab
+            anomalies, stats, schema, previous[split], vocab
         )
         log.info("split %s: %d anomalies", split, len(messages[split]))
 
@@ -157,6 +165,8 @@ def run_validate(
         messages,
         vocab,
         title=f"captcha-ocr data validation: {examples_dir}",
+        schema=schema,
+        previous=previous,
     )
     result = ValidationResult(
         statistics=statistics_paths,

@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import statistics_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from components import statistics_gen as sg
 
@@ -43,6 +44,7 @@ def _png(figure) -> str:
 def _int_counts(
     statistics: statistics_pb2.DatasetFeatureStatisticsList, name: str
 ) -> dict[int, float]:
+    """{value: count} of a categorical int feature."""
     feature = sg.feature_statistics(statistics, name)
     if feature is None:
         return {}
@@ -51,35 +53,70 @@ def _int_counts(
     }
 
 
-def _bar_chart(counts: Mapping[int, float], title: str, labels: Sequence[str] = ()) -> str:
-    keys = sorted(counts)
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.3 * len(keys) + 1.5), 2.8))
-    axes.bar(range(len(keys)), [counts[k] for k in keys], color="#4c72b0")
-    axes.set_xticks(range(len(keys)))
-    axes.set_xticklabels(
-        [labels[k] if 0 <= k < len(labels) else str(k) for k in keys], fontsize=8
+def _outside(schema: schema_pb2.Schema | None, name: str) -> Callable[[int], bool]:
+    """Whether a value breaks the schema's int domain of `name` (charted in red)."""
+    feature = next((f for f in schema.feature if f.name == name), None) if schema else None
+    if feature is None or not feature.HasField("int_domain"):
+        return lambda value: False
+    domain = feature.int_domain
+    low = domain.min if domain.HasField("min") else -math.inf
+    high = domain.max if domain.HasField("max") else math.inf
+    return lambda value: not low <= value <= high
+
+
+def _share_chart(
+    counts: Mapping[int, float],
+    previous: Mapping[int, float],
+    title: str,
+    outside: Callable[[int], bool],
+    labels: Sequence[str] = (),
+) -> str:
+    """Bars: % of this batch's values; black ticks: the previous batch; red: outside the schema."""
+    keys = sorted(set(counts) | set(previous))
+    positions = range(len(keys))
+    total = sum(counts.values()) or 1
+    figure, axes = plt.subplots(figsize=(max(3.5, 0.3 * len(keys) + 1.5), 2.8))
+    axes.bar(
+        positions,
+        [100 * counts.get(k, 0) / total for k in keys],
+        color=["#c44e52" if outside(k) else "#4c72b0" for k in keys],
+        label="this batch",
     )
+    if previous:
+        previous_total = sum(previous.values()) or 1
+        axes.plot(
+            positions, [100 * previous.get(k, 0) / previous_total for k in keys],
+            "k_", markersize=12, markeredgewidth=2, label="previous batch",
+        )
+        axes.legend(fontsize=7)
+    axes.set_xticks(positions)
+    axes.set_xticklabels([labels[k] if 0 <= k < len(labels) else str(k) for k in keys], fontsize=8)
     axes.set_title(title)
-    axes.set_ylabel("count")
+    axes.set_ylabel("% of values")
     return _png(figure)
 
 
-def _charts(statistics: statistics_pb2.DatasetFeatureStatisticsList, vocab: Sequence[str]) -> list[tuple[str, str]]:
+CHARTS = (
+    ("label_ids", "characters"),
+    ("label_length", "label length"),
+    ("width", "image width (pixels)"),
+    ("height", "image height (pixels)"),
+)
+
+
+def _charts(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    previous: statistics_pb2.DatasetFeatureStatisticsList | None,
+    schema: schema_pb2.Schema | None,
+    vocab: Sequence[str],
+) -> list[tuple[str, str]]:
     charts = []
-    characters = _int_counts(statistics, "label_ids")
-    if characters:
-        charts.append(("character distribution", _bar_chart(characters, "characters", vocab)))
-    lengths = _int_counts(statistics, "label_length")
-    if lengths:
-        charts.append(("label length", _bar_chart(lengths, "label length")))
-    widths, heights = _int_counts(statistics, "width"), _int_counts(statistics, "height")
-    if widths and heights:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(7, 2.8))
-        for axes, counts, title in ((left, widths, "width"), (right, heights, "height")):
-            keys = sorted(counts)
-            axes.bar([str(k) for k in keys], [counts[k] for k in keys], color="#55a868")
-            axes.set_title(f"image {title} (pixels)")
-        charts.append(("image size", _png(figure)))
+    for name, title in CHARTS:
+        counts = _int_counts(statistics, name)
+        if counts:
+            before = _int_counts(previous, name) if previous is not None else {}
+            labels = vocab if name == "label_ids" else ()
+            charts.append((title, _share_chart(counts, before, title, _outside(schema, name), labels)))
     return charts
 
 
@@ -129,6 +166,8 @@ def write_report(
     anomalies: Mapping[str, Sequence[str]],
     vocab: Sequence[str],
     title: str,
+    schema: schema_pb2.Schema | None = None,
+    previous: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList | None] | None = None,
 ) -> str:
     """Write the report (to a temporary name, then renamed) and return its path."""
     parts = [
@@ -147,7 +186,8 @@ def write_report(
         else:
             parts.append("<p class='ok'>No anomalies.</p>")
         parts.append(_feature_table(stats, vocab))
-        for alt, data in _charts(stats, vocab):
+        before = (previous or {}).get(split)
+        for alt, data in _charts(stats, before, schema, vocab):
             parts.append(f"<img alt='{html.escape(split)}: {alt}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     temporary = f"{path}.tmp"

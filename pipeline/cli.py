@@ -29,6 +29,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels-csv", action="store_true",
                    help="name files 000000.png ... and write labels.csv instead of "
                         "putting labels in file names")
+    p.add_argument("--workers", type=int, default=1, help="render in N processes (same files)")
     p.set_defaults(handler=_run_synth)
 
 
@@ -41,18 +42,37 @@ def _run_synth(args: argparse.Namespace, beam_args: list[str]) -> int:
         min_length=min_length, max_length=max_length, width=args.width, height=args.height,
         fonts=tuple(args.font), labels_csv=args.labels_csv,
     )
-    written = generate(args.out, config)
+    written = generate(args.out, config, workers=args.workers)
     print(f"wrote {len(written)} captchas to {args.out}")
     return 0
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
+    from components.download import DEFAULT_DEST, DEFAULT_URL, EXPECTED_COUNT, LABEL_LENGTH
+
     p = sub.add_parser("download", help="fetch the Keras example's captcha data set")
+    p.add_argument("--url", default=DEFAULT_URL, help="the zip's URL (a mirror works too)")
+    p.add_argument("--dest", default=DEFAULT_DEST, help=f"folder for the PNGs ({DEFAULT_DEST})")
+    p.add_argument("--expected-count", type=int, default=EXPECTED_COUNT,
+                   help=f"number of PNGs the zip must hold ({EXPECTED_COUNT})")
+    p.add_argument("--label-length", type=int, default=LABEL_LENGTH,
+                   help=f"characters in each file name's label ({LABEL_LENGTH})")
+    p.add_argument("--sha256", default=None, help="refuse a zip with another SHA-256")
     p.set_defaults(handler=_run_download)
 
 
 def _run_download(args: argparse.Namespace, beam_args: list[str]) -> int:
-    raise NotImplementedError
+    from components.download import DownloadConfig, download, manifest_path
+
+    result = download(DownloadConfig(
+        url=args.url, dest=args.dest, expected_count=args.expected_count,
+        label_length=args.label_length, expected_sha256=args.sha256,
+    ))
+    state = "downloaded" if result.downloaded else "already there, nothing to do"
+    print(f"{result.dest}: {result.num_images} images ({state})")
+    print(f"zip SHA-256 {result.sha256} ({result.zip_bytes} bytes), kept in "
+          f"{manifest_path(result.dest)}")
+    return 0
 
 
 def _add_ingest(sub: argparse._SubParsersAction) -> None:
@@ -91,10 +111,10 @@ def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(IngestConfig)
               if getattr(args, f.name, None) is not None}
     metadata = run_ingest(args.images, args.output, IngestConfig(**chosen), beam_args)
-    print(f"{metadata['num_inputs']} in, {metadata['num_written']} written "
-          f"({metadata['counts']}), {metadata['num_rejected']} rejected "
-          f"{metadata['rejected_reasons'] or ''}; vocabulary of {metadata['vocab_size']} "
-          f"characters -> {args.output}")
+    reasons = ", ".join(f"{n} {reason}" for reason, n in metadata["rejected_reasons"].items())
+    print(f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
+          f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
+          f"vocabulary of {metadata['vocab_size']} characters -> {args.output}")
     return 0
 
 
@@ -135,7 +155,12 @@ def _run_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
         allow_anomalies=args.allow_anomalies,
     )
     output = args.output or default_output_dir(args.examples)
-    result = run_validate(args.examples, output, config, beam_args)
+    print(f"validating {args.examples} -> {output} (statistics: a Beam job)", flush=True)
+    try:
+        result = run_validate(args.examples, output, config, beam_args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"captcha-ocr validate: error: {error}", file=sys.stderr)
+        return 2
     schema_note = "inferred and written" if result.schema_inferred else "given"
     print(f"statistics: {', '.join(f'{s}: {p}' for s, p in result.statistics.items())}")
     print(f"schema ({schema_note}): {result.schema_path}")

@@ -129,8 +129,18 @@ def trained_model_dir(synthetic_examples, tmp_path_factory) -> pathlib.Path:
 
     quick = PROFILES["quick"]
     model_config = dataclasses.replace(quick.model, **TINY_MODEL_OVERRIDES)
-    train_config = quick.train.replace(epochs=2, max_minutes=None, verbose=0,
+    train_config = quick.train.replace(epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0,
                                        measure_input_pipeline=False)
     output = tmp_path_factory.mktemp("trained_model") / "model"
     run_train(str(synthetic_examples), str(output), model_config, train_config)
     return output
+
+
+@pytest.fixture(scope="session")
+def exported_model_base(trained_model_dir, tmp_path_factory) -> pathlib.Path:
+    """`trained_model_dir` exported by the Pusher (no blessing): a TF Serving base path with `1/`."""
+    from components.pusher import export_model
+
+    base = tmp_path_factory.mktemp("exported_model") / "captcha"
+    export_model(str(trained_model_dir), str(base))
+    return base

@@ -63,7 +63,8 @@ def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
     assert vocab == examples.read_vocab(str(trained_model_dir / "vocab.txt"))
     assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
     assert TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text())) \
-        == PROFILES["quick"].train.replace(epochs=2, max_minutes=None, verbose=0, measure_input_pipeline=False)
+        == PROFILES["quick"].train.replace(epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0,
+                                          measure_input_pipeline=False)
 
 
 def test_a_failed_training_leaves_no_model_folder(clean_examples, tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -16,10 +18,10 @@ from components.model import ModelConfig
 from components.trainer import load_trained
 from components.tuner import TuneConfig, run_tune
 from pipeline.cli import main
-from tests.conftest import PROJECT_ROOT
 
 TINY = ModelConfig(image_height=32, image_width=96, conv_filters=(8, 16), dense_units=16,
                    lstm_units=(16,))
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 QUICK = TuneConfig(algorithm="random", max_trials=2, max_epochs=2, batch_size=32, verbose=0)
 
 
@@ -87,17 +89,17 @@ def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_example
     assert again["trials_run_here"] == [] and again["num_trials"] == 2
     assert _trial_files(output) == before
 
-    more = run_tune(str(synthetic_examples), str(output), TuneConfig(**{**QUICK.to_dict(), "max_trials": 3}), TINY)
+    more = run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=3), TINY)
     assert more["trials_run_here"] == ["2"]
     after = _trial_files(output)
     assert {k: after[k] for k in before} == before  # completed trials were not re-run
     assert [row["trial_id"] for row in _trials_csv(output)] == ["0", "1", "2"]
 
     with pytest.raises(ValueError, match="algorithm"):
-        run_tune(str(synthetic_examples), str(output), TuneConfig(**{**QUICK.to_dict(), "algorithm": "bayesian"}), TINY)
+        run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, algorithm="bayesian"), TINY)
     fresh = run_tune(
         str(synthetic_examples), str(output),
-        TuneConfig(**{**QUICK.to_dict(), "algorithm": "bayesian", "max_trials": 1, "overwrite": True}),
+        dataclasses.replace(QUICK, algorithm="bayesian", max_trials=1, overwrite=True),
         TINY,
     )
     assert fresh["trials_run_here"] == ["0"] and fresh["num_trials"] == 1

@@ -12,11 +12,15 @@ import subprocess
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from tensorflow_data_validation.statistics.stats_impl import generate_statistics_in_memory
+from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
 
 from components import examples
 from components.dataset import read_split
 from components.example_gen import IngestConfig, run_ingest
+from components.example_validator import describe_anomalies, validate
 from components.schema_gen import load_schema
+from components.statistics_gen import stats_options
 from components.synth import DEFAULT_ALPHABET, SynthConfig, generate
 from components.validation import ValidateConfig, run_validate
 from pipeline.cli import main
@@ -240,3 +244,38 @@ def test_real_captchas_get_a_schema_and_validate_against_it(real_captcha_example
     assert schema["label_ids"].int_domain.max == 18  # the 19 characters of the data set
     assert (schema["label_length"].int_domain.min, schema["label_length"].int_domain.max) == (5, 5)
     _check_report(result.report_path)
+
+
+def test_messages_count_missing_features_and_unexpected_formats(baseline, synthetic_examples):
+    """Faults ExampleGen never writes, planted in real examples; statistics by TFDV in memory."""
+    schema = load_schema(baseline.schema_path)
+    shards = tf.io.gfile.glob(examples.shard_pattern(str(synthetic_examples), examples.TRAIN))
+    records = [
+        tf.train.Example.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(shards, compression_type="GZIP").take(20)
+    ]
+    for record in records[:3]:
+        record.features.feature["image_format"].bytes_list.value[:] = [b"gif"]
+    for record in records[3:5]:
+        del record.features.feature["label"]
+    batch = ExamplesToRecordBatchDecoder().DecodeBatch([r.SerializeToString() for r in records])
+    statistics = generate_statistics_in_memory(batch, stats_options(schema))
+    messages = describe_anomalies(validate(statistics, schema), statistics, schema)
+    assert "feature 'image_format': expected one of jpeg, png; saw 'gif' (3 examples)" in messages
+    assert "feature 'label': required in every example; missing in 2 of 20 examples" in messages
+    assert len(messages) == 2, messages
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5])
+def test_drift_thresholds_outside_0_1_are_refused(threshold):
+    with pytest.raises(ValueError, match="L-infinity"):
+        ValidateConfig(drift_threshold=threshold)
+
+
+def test_bad_paths_fail_before_any_work(synthetic_examples, tmp_path):
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        run_validate(str(tmp_path / "nothing"), str(tmp_path / "out"), ValidateConfig())
+    missing = ValidateConfig(previous_statistics=str(tmp_path / "no-such-statistics"))
+    with pytest.raises(FileNotFoundError, match="no previous statistics"):
+        run_validate(str(synthetic_examples), str(tmp_path / "out"), missing)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,164 @@
+"""Accuracy benchmark on the Keras example's real captchas (captcha_images_v2).
+
+A fixed 80/20 split: every fifth file in sorted order (208 images) is held out and only read
+by the evaluator; the other 832 are ingested as the train split (the trainer picks its best
+epoch on 10 % of those). Each recipe trains once per seed; the table gives whole-captcha
+accuracy and CER on the 208 held-out images and the wall time of each training.
+
+    flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/accuracy.py \\
+        --configs full,keras-example-es,keras-example-100 --seeds 0,1,2
+
+Recipes: `full` (PROFILES["full"]), `keras-example-es` (the example's architecture and
+recipe: early stopping with patience 10 on val_loss, best weights restored) and
+`keras-example-100` (the same architecture for a fixed 100 epochs, last weights kept).
+Results are appended to `<work>/results.jsonl` as each run finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from components import examples  # noqa: E402
+from components.evaluator import run_evaluate  # noqa: E402
+from components.example_gen import IngestConfig, run_ingest  # noqa: E402
+from components.trainer import PROFILES, Profile, run_train  # noqa: E402
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
+HELD_OUT_EVERY = 5
+RECIPES: dict[str, Profile] = {
+    "full": PROFILES["full"],
+    "keras-example-es": PROFILES["keras-example"],
+    "keras-example-100": Profile(
+        PROFILES["keras-example"].model,
+        PROFILES["keras-example"].train.replace(epochs=100, patience=1000, restore_best=False),
+    ),
+}
+
+
+def split_files(data: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """(train files, held-out files): every fifth file in sorted order is held out."""
+    files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    held_out = files[HELD_OUT_EVERY - 1 :: HELD_OUT_EVERY]
+    train = [p for i, p in enumerate(files) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
+    return train, held_out
+
+
+def link_folder(folder: pathlib.Path, files: list[pathlib.Path]) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path)
+    return folder
+
+
+def prepare(data: pathlib.Path, work: pathlib.Path) -> tuple[str, str]:
+    """Ingest the 832 training files (all train) and the 208 held-out files (all eval)."""
+    train_files, held_out_files = split_files(data)
+    train_dir, held_out_dir = work / "examples-train", work / "examples-heldout"
+    if not (train_dir / examples.METADATA_FILE).exists():
+        run_ingest(str(link_folder(work / "images-train", train_files)), str(train_dir),
+                   IngestConfig(eval_percent=0, num_shards=1))
+    if not (held_out_dir / examples.METADATA_FILE).exists():
+        run_ingest(str(link_folder(work / "images-heldout", held_out_files)), str(held_out_dir),
+                   IngestConfig(eval_percent=100, num_shards=1,
+                                vocab_path=str(train_dir / examples.VOCAB_FILE)))
+    counts = (
+        json.loads((train_dir / examples.METADATA_FILE).read_text())["counts"],
+        json.loads((held_out_dir / examples.METADATA_FILE).read_text())["counts"],
+    )
+    if counts[0].get("train") != len(train_files) or counts[1].get("eval") != len(held_out_files):
+        raise RuntimeError(f"expected {len(train_files)} train / {len(held_out_files)} held-out "
+                           f"examples, ingested {counts}")
+    return str(train_dir), str(held_out_dir)
+
+
+def run_one(recipe: str, seed: int, epochs: int | None, max_minutes: float | None,
+            train_dir: str, held_out_dir: str, work: pathlib.Path) -> dict:
+    profile = RECIPES[recipe]
+    changes = {"seed": seed, "verbose": 2}
+    if epochs:
+        changes["epochs"] = epochs
+    if max_minutes is not None:
+        changes["max_minutes"] = max_minutes or None
+    train_config = profile.train.replace(**changes)
+    model_dir = work / "models" / f"{recipe}-seed{seed}"
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    summary = run_train(train_dir, str(model_dir), profile.model, train_config)
+    train_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+    metrics = run_evaluate(str(model_dir), held_out_dir, str(work / "evaluations" / model_dir.name))
+    return {
+        "recipe": recipe, "seed": seed, "max_epochs": train_config.epochs,
+        "max_minutes": train_config.max_minutes,
+        "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+        "accuracy": metrics["accuracy"], "cer": metrics["cer"],
+        "num_examples": metrics["num_examples"], "train_minutes": round(train_seconds / 60, 2),
+        "train_cpu_minutes": round(cpu_seconds / 60, 2),
+        "stopped_by_time_budget": summary["stopped_by_time_budget"],
+        "input_pipeline": summary.get("input_pipeline"),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "model_config": dataclasses.asdict(profile.model),
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| recipe | seed | epochs (best) | held-out accuracy | CER | train wall min |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['recipe']} | {r['seed']} | {r['epochs_run']} ({r['best_epoch']}) | "
+                     f"{r['accuracy']:.2%} | {r['cer']:.4f} | {r['train_minutes']:.1f} |")
+    for recipe in dict.fromkeys(r["recipe"] for r in results):
+        accuracies = [r["accuracy"] for r in results if r["recipe"] == recipe]
+        lines.append(f"| **{recipe} mean** ({len(accuracies)} seeds) | | | "
+                     f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) | | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-accuracy"))
+    parser.add_argument("--configs", default=",".join(RECIPES),
+                        help=f"comma-separated recipes among {', '.join(RECIPES)}")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' max epochs")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="override the recipes' training time budget; 0: none (measure "
+                             "the wall time instead of capping it)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recipes = args.configs.split(",")
+    unknown = set(recipes) - set(RECIPES)
+    if unknown:
+        parser.error(f"unknown recipes {sorted(unknown)}; choose from {list(RECIPES)}")
+    if not args.data.is_dir():
+        parser.error(f"no data at {args.data}")
+    train_dir, held_out_dir = prepare(args.data, args.work)
+    results = []
+    for recipe in recipes:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            result = run_one(recipe, seed, args.epochs, args.max_minutes, train_dir, held_out_dir,
+                             args.work)
+            results.append(result)
+            with open(args.work / "results.jsonl", "a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(json.dumps({k: v for k, v in result.items() if k != "model_config"}), flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Serving speed: images per second through the exported signature, beside ddddocr.
+
+The model is the `full` profile's architecture (pass `--model` for a trained folder;
+untrained weights run exactly as fast), exported by the Pusher and loaded back with
+`tf.saved_model.load`; timings include PNG decoding, resizing and CTC decoding in the graph,
+as TF Serving would run them (not its RPC overhead). ddddocr's `classification()` on the
+same files is the baseline, run from its own venv in a subprocess so its pins stay out of
+ours; its ONNX model reads other captchas than ours, so only its speed is comparable.
+
+    python3 -m venv /tmp/dddd-venv && /tmp/dddd-venv/bin/pip install ddddocr
+    flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/serving.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import tensorflow as tf  # noqa: E402
+
+from components import examples  # noqa: E402
+from components.model import build_model  # noqa: E402
+from components.predict import INPUT_NAME, ExportedModel  # noqa: E402
+from components.pusher import export_model  # noqa: E402
+from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, PROFILES  # noqa: E402
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
+DEFAULT_DDDD_PYTHON = "/tmp/dddd-venv/bin/python"
+REAL_VOCAB = list("2345678bcdefgmnpwxy")  # the 19 characters of captcha_images_v2
+DDDD_SCRIPT = r"""
+import json, statistics, sys, time
+import ddddocr
+files = json.load(sys.stdin)
+images = [open(f, "rb").read() for f in files]
+ocr = ddddocr.DdddOcr(show_ad=False)
+ocr.classification(images[0])  # load and warm up
+seconds = []
+for image in images:
+    start = time.perf_counter()
+    ocr.classification(image)
+    seconds.append(time.perf_counter() - start)
+print(json.dumps({"median_ms": 1000 * statistics.median(seconds),
+                  "images_per_second": len(seconds) / sum(seconds),
+                  "version": getattr(ddddocr, "__version__", "?")}))
+"""
+
+
+def untrained_full_model(folder: pathlib.Path) -> pathlib.Path:
+    config = PROFILES["full"].model
+    folder.mkdir(parents=True)
+    build_model(config, len(REAL_VOCAB)).save(folder / MODEL_FILE)
+    examples.write_vocab(str(folder / examples.VOCAB_FILE), REAL_VOCAB)
+    config.to_json(str(folder / MODEL_CONFIG_FILE))
+    return folder
+
+
+def time_signature(model: ExportedModel, images: list[bytes], batch: int, repeats: int) -> dict:
+    """Per call wall times of the signature on `batch` images at a time, after a warm-up."""
+    batches = [tf.constant([images[(start + i) % len(images)] for i in range(batch)])
+               for start in range(0, repeats * batch, batch)]
+    model.signature(**{INPUT_NAME: batches[0]})
+    seconds = []
+    for tensor in batches:
+        start = time.perf_counter()
+        model.signature(**{INPUT_NAME: tensor})
+        seconds.append(time.perf_counter() - start)
+    return {"median_ms": 1000 * statistics.median(seconds),
+            "p90_ms": 1000 * sorted(seconds)[int(0.9 * len(seconds))],
+            "images_per_second": batch * len(seconds) / sum(seconds)}
+
+
+def time_ddddocr(python: str, files: list[pathlib.Path]) -> dict | None:
+    if not os.path.exists(python):
+        print(f"ddddocr skipped: no {python} (see the module docstring)", file=sys.stderr)
+        return None
+    done = subprocess.run([python, "-c", DDDD_SCRIPT], input=json.dumps([str(f) for f in files]),
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode:
+        print(f"ddddocr failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--images", type=int, default=256, help="distinct files to read")
+    parser.add_argument("--model", type=pathlib.Path, help="trained model folder")
+    parser.add_argument("--repeats", type=int, default=200, help="batch-1 calls")
+    parser.add_argument("--batch-repeats", type=int, default=20, help="batch-64 calls")
+    parser.add_argument("--dddd-python", default=DEFAULT_DDDD_PYTHON)
+    args = parser.parse_args()
+
+    files = sorted(args.data.glob("*.png"))[: args.images]
+    images = [f.read_bytes() for f in files]
+    with tempfile.TemporaryDirectory() as work:
+        model_dir = args.model or untrained_full_model(pathlib.Path(work) / "model")
+        model = ExportedModel(export_model(str(model_dir), str(pathlib.Path(work) / "export")))
+        rows = {"signature, batch 1": time_signature(model, images, 1, args.repeats),
+                "signature, batch 64": time_signature(model, images, 64, args.batch_repeats)}
+    dddd = time_ddddocr(args.dddd_python, files)
+    if dddd:
+        rows[f"ddddocr {dddd['version']} classification(), one by one"] = dddd
+
+    weights = "trained" if args.model else "untrained"
+    print(f"{len(files)} PNGs from {args.data.name}; model: `full` profile, {weights} weights\n")
+    print("| path | median ms per call | p90 ms | images/s |")
+    print("|---|---:|---:|---:|")
+    for name, row in rows.items():
+        p90 = f"{row['p90_ms']:.1f}" if "p90_ms" in row else ""
+        print(f"| {name} | {row['median_ms']:.1f} | {p90} | {row['images_per_second']:.0f} |")
+    if dddd:
+        ratio = rows["signature, batch 64"]["images_per_second"] / dddd["images_per_second"]
+        print(f"\nbatch 64 vs ddddocr: {ratio:.1f}x images/s (target >= 10x); "
+              f"batch-1 median {rows['signature, batch 1']['median_ms']:.1f} ms (target < 20 ms)")
+
+
+if __name__ == "__main__":
+    main()
