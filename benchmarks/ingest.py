@@ -109,14 +109,35 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def synth_rates(work: str, count: int) -> list[tuple[str, float]]:
+    """Seconds to generate `count` captchas in one process and in one per core."""
+    rows = []
+    for workers in sorted({1, os.cpu_count() or 1}):
+        folder = os.path.join(work, "synth-rate")
+        shutil.rmtree(folder, ignore_errors=True)
+        seconds, _ = timed(generate, folder, SynthConfig(count=count, seed=1), False, workers)
+        rows.append((f"{workers} process{'es' if workers > 1 else ''}", seconds))
+        shutil.rmtree(folder)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 50_000])
+    parser.add_argument("--synth-count", type=int, default=2000,
+                        help="also time `synth` on this many images (0: skip)")
     parser.add_argument("--work", default="/tmp/captcha-bench")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
+    if args.synth_count:
+        print(f"\n| synth {args.synth_count:,} captchas | seconds | images/s |\n|---|---:|---:|")
+        for how, seconds in synth_rates(args.work, args.synth_count):
+            print(f"| {how} | {seconds:.1f} | {args.synth_count / seconds:,.0f} |", flush=True)
+    if not args.sizes:
+        return
     start = time.perf_counter()
     full = ensure_images(args.work, max(args.sizes))
     print(f"images ready in {time.perf_counter() - start:.0f} s", flush=True)
@@ -138,8 +159,7 @@ def main() -> None:
             print(f"{size} {mode}: {seconds:.1f} s", flush=True)
         shutil.rmtree(out)
 
-    print(f"\nmachine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}")
-    print("| images | how | seconds | images/s | x plain loop |")
+    print("\n| images | how | seconds | images/s | x plain loop |")
     print("|---:|---|---:|---:|---:|")
     for size, how, seconds, loop_seconds in rows:
         print(f"| {size:,} | {how} | {seconds:.1f} | {size / seconds:,.0f} | "

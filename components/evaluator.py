@@ -150,9 +150,16 @@ def _write_csv(path: str, header: Sequence[str], rows: list[Sequence[Any]]) -> N
 
 
 def _train_grid(examples_dirs: str | list[str], height: int, width: int, path: str) -> None:
-    ds = read_split(examples_dirs, examples.TRAIN).take(GRID_SIZE)
-    pairs = [(preprocess_image(ex["image"], height, width).numpy(), ex["label"].numpy().decode())
-             for ex in ds]
+    """Training images as the model sees them; skipped (logged) when there are none."""
+    try:
+        ds = read_split(examples_dirs, examples.TRAIN).take(GRID_SIZE)
+        pairs = [(preprocess_image(ex["image"], height, width).numpy(),
+                  ex["label"].numpy().decode()) for ex in ds]
+    except FileNotFoundError:
+        pairs = []
+    if not pairs:
+        log.warning("no training images in %s: %s not drawn", examples_dirs, path)
+        return
     image_grid([p[0] for p in pairs], [p[1] for p in pairs], path, suptitle="training images")
 
 

@@ -392,9 +392,10 @@ def list_inputs(images: str) -> tuple[list[str], int]:
 def read_labels_csv(path: str) -> dict[str, str]:
     """`filename,label` rows (file names relative to the CSV's folder) -> {source: label}."""
     with tf.io.gfile.GFile(path, "r") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"filename", "label"} <= set(rows[0]):
-        raise ValueError(f"{path}: the header must be `filename,label`, got {list(rows[0])}")
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    if not {"filename", "label"} <= set(reader.fieldnames or ()):
+        raise ValueError(f"{path}: the header must be `filename,label`, got {reader.fieldnames}")
     folder = posixpath.dirname(path)
     labels: dict[str, str] = {}
     for row in rows:

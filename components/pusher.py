@@ -198,16 +198,20 @@ def publish(temp_dir: str, base_dir: str) -> str:
     The rename is atomic on local and POSIX file systems; on object stores (gs://) gfile
     copies object by object, so the folder name appears last only where renames are atomic.
     """
-    while True:
-        versions = saved_model_versions(base_dir)
-        version_dir = posixpath.join(base_dir, str((versions[-1] if versions else 0) + 1))
-        if tf.io.gfile.exists(version_dir):  # an incomplete folder we must not touch
-            raise FileExistsError(f"{version_dir} exists but holds no saved_model.pb")
-        try:
-            tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)
-            return version_dir
-        except tf.errors.AlreadyExistsError:  # another exporter took that number just now
-            continue
+    try:
+        while True:
+            versions = saved_model_versions(base_dir)
+            version_dir = posixpath.join(base_dir, str((versions[-1] if versions else 0) + 1))
+            if tf.io.gfile.exists(version_dir):  # someone else's incomplete folder: leave it
+                raise FileExistsError(f"{version_dir} exists but holds no saved_model.pb")
+            try:
+                tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)
+                return version_dir
+            except tf.errors.AlreadyExistsError:  # another exporter took that number just now
+                continue
+    except BaseException:
+        tf.io.gfile.rmtree(temp_dir)
+        raise
 
 
 def export_model(
@@ -262,6 +266,7 @@ def run_push(
     temp_dir = save_candidate(model_dir, base_dir, config.metrics_path)
     try:
         candidate = evaluate_saved_model(temp_dir, examples_dirs, batch_size=config.batch_size)
+        del candidate["saved_model"]  # the temporary folder, gone soon
         candidate["model_dir"] = model_dir
         baseline = None
         if baseline_version is not None:

@@ -14,6 +14,7 @@ import csv
 import io
 import logging
 import multiprocessing
+import os
 import posixpath
 import random
 import time
@@ -56,6 +57,9 @@ class SynthConfig:
             )
         if self.width < 8 or self.height < 8:
             raise ValueError(f"image too small: {self.width}x{self.height}")
+        missing = [font for font in self.fonts if not os.path.isfile(font)]
+        if missing:
+            raise ValueError(f"font files not found: {missing}")
 
     def effective_font_sizes(self) -> tuple[int, ...]:
         """Glyphs of 0.6-0.76 of the height fit after the package's rotation and warp."""

@@ -256,19 +256,21 @@ def _trial_rows(
     names: list[str] = []
     rows = []
     for trial in sorted(trials, key=lambda t: int(t.trial_id)):
-        for hp in trial.hyperparameters.space:
-            if hp.name not in names:
-                names.append(hp.name)
+        # The search space's names, then Hyperband's bookkeeping (tuner/epochs, tuner/trial_id, ...)
+        for name in [hp.name for hp in trial.hyperparameters.space] + list(trial.hyperparameters.values):
+            if name not in names:
+                names.append(name)
         metrics = {
             name: trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
             for name in (objective, *REPORT_METRICS)
         }
+        first_epoch = trial.hyperparameters.values.get("tuner/initial_epoch", 0)
         row = {
             "trial_id": trial.trial_id,
             "status": trial.status,
             **metrics,
             "objective": trial.score,
-            "best_epoch": None if trial.score is None else trial.best_step + 1,
+            "best_epoch": None if trial.score is None else first_epoch + trial.best_step + 1,
             **trial.hyperparameters.values,
         }
         rows.append(row)

@@ -108,9 +108,12 @@ def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     from components.example_gen import IngestConfig, run_ingest
 
+    from rich.console import Console
+
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(IngestConfig)
               if getattr(args, f.name, None) is not None}
-    metadata = run_ingest(args.images, args.output, IngestConfig(**chosen), beam_args)
+    with Console(stderr=True).status(f"ingesting {args.images} (Apache Beam) ..."):
+        metadata = run_ingest(args.images, args.output, IngestConfig(**chosen), beam_args)
     reasons = ", ".join(f"{n} {reason}" for reason, n in metadata["rejected_reasons"].items())
     print(f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
           f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "

@@ -219,6 +219,9 @@ def test_labels_from_csv(tmp_path):
     reasons = {name: r["reason"] for name, r in read_rejected(tmp_path / "out").items()}
     assert reasons == {"unlisted.png": EMPTY_LABEL, "missing.png": UNREADABLE}
     assert metadata["num_inputs"] == 10
+    (folder / "bad.csv").write_text("file,text\n000000.png,abcd\n")
+    with pytest.raises(ValueError, match="filename,label"):
+        run_ingest(str(folder), str(tmp_path / "bad"), IngestConfig(labels_csv=str(folder / "bad.csv")))
 
 
 def test_fixed_vocab_rejects_unknown_characters_and_keeps_ids(synthetic_images, tmp_path):
@@ -262,7 +265,7 @@ def test_overwrite_replaces_output(synthetic_images, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_dataflow_pipeline_constructs_and_serialises(synthetic_images, tmp_path):
+def test_dataflow_pipeline_constructs_and_serialises(synthetic_images):
     options = PipelineOptions([
         "--runner=DataflowRunner", "--project=captcha-ocr-test", "--region=europe-west1",
         "--temp_location=gs://captcha-ocr-test/tmp", "--setup_file=./setup.py",
@@ -275,7 +278,8 @@ def test_dataflow_pipeline_constructs_and_serialises(synthetic_images, tmp_path)
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"Inspect", "ResolveDuplicates", "WriteShards", "WriteSummary"} <= names
     assert len(proto.components.transforms) > 20
-    assert not (tmp_path / "anything").exists()
+    rebuilt = beam.Pipeline.from_runner_api(proto, pipeline.runner, options)  # unpickles DoFns
+    assert rebuilt.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
 
 
 def test_multi_processing_matches_in_memory(synthetic_images, synthetic_examples, tmp_path):

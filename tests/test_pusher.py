@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from conftest import clean_captcha, write_examples_dir
 from PIL import Image
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components import dataset, examples
 from components.model import LOGITS_LAYER, ModelConfig, build_model, decode_logits
@@ -29,6 +30,7 @@ from components.predict import (
     INPUT_NAME,
     PREPROCESS_SIGNATURE,
     SERVING_SIGNATURE,
+    ExportedModel,
     evaluate_saved_model,
     saved_model_versions,
 )
@@ -145,11 +147,11 @@ def image_files(synthetic_images, tmp_path_factory) -> list[pathlib.Path]:
 
 @pytest.fixture(scope="module")
 def bad_files(image_files, tmp_path_factory) -> list[pathlib.Path]:
-    """Bytes no decoder takes, between good images (TF 2.16 rejects a PNG short of one byte)."""
+    """Bytes no decoder takes (TF 2.16 rejects a PNG short of one byte, a JPEG cut in half)."""
     folder = tmp_path_factory.mktemp("bad_images")
-    good = image_files[0].read_bytes()
-    bad = {"garbage.png": b"not an image", "empty.png": b"", "truncated.png": good[:-1],
-           "png_magic_only.png": good[:16] + b"\0" * 64}
+    png, jpeg = image_files[0].read_bytes(), image_files[3].read_bytes()
+    bad = {"garbage.png": b"not an image", "empty.png": b"", "truncated.png": png[:-1],
+           "png_magic_only.png": png[:16] + b"\0" * 64, "truncated.jpg": jpeg[: len(jpeg) // 2]}
     for name, data in bad.items():
         (folder / name).write_bytes(data)
     return [folder / name for name in bad]
@@ -206,7 +208,12 @@ def test_trained_export_reads_like_keras_in_a_fresh_process(probes, trained_mode
     extra = pathlib.Path(probes["trained"]["saved_model"]) / ASSETS_EXTRA
     assert examples.read_vocab(str(extra / examples.VOCAB_FILE)) == examples.read_vocab(
         str(trained_model_dir / examples.VOCAB_FILE))
-    assert (extra / WARMUP_FILE).stat().st_size > 0
+    (record,) = tf.data.TFRecordDataset(str(extra / WARMUP_FILE)).as_numpy_iterator()
+    warmup = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    assert warmup.model_spec.signature_name == SERVING_SIGNATURE
+    warmup_images = list(tf.make_ndarray(warmup.inputs[INPUT_NAME]))
+    served = ExportedModel(probes["trained"]["saved_model"]).predict_bytes(warmup_images, ["w"])
+    assert [answer.valid for answer in served] == [True]
 
 
 def test_untrained_export_reads_like_keras_in_a_fresh_process(probes, untrained_model_dir,
@@ -267,6 +274,10 @@ def test_each_export_is_the_next_version_under_the_model_name(untrained_model_di
     assert (first, second) == (str(tmp_path / "captcha" / "1"), str(tmp_path / "captcha" / "2"))
     assert saved_model_versions(str(tmp_path / "captcha")) == [1, 2]
     assert sorted(p.name for p in (tmp_path / "captcha").iterdir()) == ["1", "2"]
+    (tmp_path / "captcha" / "3").mkdir()  # someone's version, still being copied in
+    with pytest.raises(FileExistsError, match="holds no saved_model.pb"):
+        export_model(str(untrained_model_dir), str(tmp_path), model_name="captcha")
+    assert sorted(p.name for p in (tmp_path / "captcha").iterdir()) == ["1", "2", "3"]
 
 
 def test_failed_export_leaves_nothing(untrained_model_dir, tmp_path):

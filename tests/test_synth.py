@@ -97,6 +97,7 @@ def test_custom_font_changes_the_pixels(tmp_path):
         {"min_length": 0},
         {"count": -1},
         {"width": 4},
+        {"fonts": ("/no/such/font.ttf",)},
     ],
 )
 def test_bad_configs_are_refused(kwargs):

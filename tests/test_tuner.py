@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +23,9 @@ from pipeline.cli import main
 TINY = ModelConfig(image_height=32, image_width=96, conv_filters=(8, 16), dense_units=16,
                    lstm_units=(16,))
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUICK = TuneConfig(algorithm="random", max_trials=2, max_epochs=2, batch_size=32, verbose=0)
+# Hyperband (the default) with 3 epochs: three 1-epoch trials, then the best of them trained on
+# to epoch 3 from its checkpoint; the fourth trial is that promotion.
+QUICK = TuneConfig(algorithm="hyperband", max_trials=4, max_epochs=3, batch_size=32, verbose=0)
 
 
 def _trials_csv(output_dir) -> list[dict[str, str]]:
@@ -31,11 +34,9 @@ def _trials_csv(output_dir) -> list[dict[str, str]]:
 
 
 def _trial_files(output_dir) -> dict[str, str]:
-    search = os.path.join(output_dir, "search")
-    return {
-        name: open(os.path.join(search, name, "trial.json")).read()
-        for name in sorted(os.listdir(search)) if name.startswith("trial_")
-    }
+    """trial_<id> -> its trial.json text, as Keras Tuner saved it."""
+    search = pathlib.Path(output_dir, "search")
+    return {path.parent.name: path.read_text() for path in sorted(search.glob("trial_*/trial.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +49,16 @@ def tuned(synthetic_examples, tmp_path_factory):
 def test_search_writes_best_hyperparameters_table_and_plot(tuned):
     output, summary = tuned
     rows = _trials_csv(output)
-    assert [row["trial_id"] for row in rows] == ["0", "1"]
+    assert [row["trial_id"] for row in rows] == ["0", "1", "2", "3"]
     assert {row["status"] for row in rows} == {"COMPLETED"}
     best_row = max(rows, key=lambda row: float(row["val_score"]))
     assert summary["best_trial_id"] == best_row["trial_id"]
+    # Hyperband promoted the first round's best trial by the objective and trained it on.
+    first_round_best = max(rows[:3], key=lambda row: float(row["val_score"]))
+    promoted = rows[3]
+    assert promoted["tuner/trial_id"] == first_round_best["trial_id"]
+    assert (promoted["tuner/initial_epoch"], promoted["tuner/epochs"]) == ("1", "3")
+    assert promoted["conv1_filters"] == first_round_best["conv1_filters"]
     # The objective is whole-captcha accuracy with the CTC loss as a tie-break below it.
     for row in rows:
         accuracy, loss = float(row["val_sequence_accuracy"]), float(row["val_loss"])
@@ -82,24 +89,25 @@ def test_train_uses_best_hyperparameters(tuned, synthetic_examples, tmp_path):
     assert model.get_layer("bilstm1").forward_layer.units == best.lstm_units[0]
 
 
-def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_examples):
-    output, _ = tuned
+def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_examples, tmp_path):
+    output = tmp_path / "tuner"
+    shutil.copytree(tuned[0], output)
     before = _trial_files(output)
     again = run_tune(str(synthetic_examples), str(output), QUICK, TINY)
-    assert again["trials_run_here"] == [] and again["num_trials"] == 2
+    assert again["trials_run_here"] == [] and again["num_trials"] == 4
     assert _trial_files(output) == before
 
-    more = run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=3), TINY)
-    assert more["trials_run_here"] == ["2"]
+    more = run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=5), TINY)
+    assert more["trials_run_here"] == ["4"]
     after = _trial_files(output)
     assert {k: after[k] for k in before} == before  # completed trials were not re-run
-    assert [row["trial_id"] for row in _trials_csv(output)] == ["0", "1", "2"]
+    assert [row["trial_id"] for row in _trials_csv(output)] == ["0", "1", "2", "3", "4"]
 
     with pytest.raises(ValueError, match="algorithm"):
         run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, algorithm="bayesian"), TINY)
     fresh = run_tune(
         str(synthetic_examples), str(output),
-        dataclasses.replace(QUICK, algorithm="bayesian", max_trials=1, overwrite=True),
+        dataclasses.replace(QUICK, algorithm="bayesian", max_trials=1, max_epochs=1, overwrite=True),
         TINY,
     )
     assert fresh["trials_run_here"] == ["0"] and fresh["num_trials"] == 1
