@@ -152,7 +152,15 @@ def main() -> None:
         print(f"{size} plain loop: {loop_seconds:.1f} s ({written} written)", flush=True)
         for mode in args.modes:
             target = os.path.join(out, mode.split()[0])
-            seconds, metadata = timed(run_ingest, images, target, IngestConfig(), MODES[mode])
+            start = time.perf_counter()
+            try:
+                metadata = run_ingest(images, target, IngestConfig(), MODES[mode])
+            except RuntimeError as e:  # the job's inputs = written + rejected check failed
+                seconds = time.perf_counter() - start
+                rows.append((size, f"{mode}: FAILED, {e}", seconds, loop_seconds))
+                print(f"{size} {mode}: failed after {seconds:.1f} s: {e}", flush=True)
+                continue
+            seconds = time.perf_counter() - start
             assert metadata["num_written"] == written, (metadata["num_written"], written)
             assert shard_files(target) == reference, f"{mode}: shards differ from the loop's"
             rows.append((size, mode, seconds, loop_seconds))

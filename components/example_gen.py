@@ -514,9 +514,13 @@ def run_ingest(images: str, output: str, config: IngestConfig,
             summary = json.load(f)
         num_written = sum(summary["written"].values())
         if num_written + summary["num_rejected"] != len(plan.inputs):
+            hint = ""
+            if options.get_all_options().get("direct_running_mode") == "multi_threading":
+                hint = (" (Beam 2.61's DirectRunner drops elements in multi_threading mode with "
+                        "several workers; use in_memory or multi_processing)")
             raise RuntimeError(
                 f"lost inputs: {len(plan.inputs)} in, {num_written} written, "
-                f"{summary['num_rejected']} rejected")
+                f"{summary['num_rejected']} rejected; nothing was kept{hint}")
         if num_written == 0:
             raise ValueError(f"no usable images in {images}: rejected "
                              f"{summary['rejected_reasons']}")

@@ -106,9 +106,9 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
 def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     import dataclasses
 
-    from components.example_gen import IngestConfig, run_ingest
-
     from rich.console import Console
+
+    from components.example_gen import IngestConfig, run_ingest
 
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(IngestConfig)
               if getattr(args, f.name, None) is not None}

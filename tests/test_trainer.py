@@ -129,3 +129,18 @@ def test_cli_train_reads_a_hyperparameters_json(clean_examples, tmp_path):
     _, vocab, loaded = load_trained(str(output))
     assert loaded == config and vocab == list("0123")
     assert json.loads((output / "train_config.json").read_text())["epochs"] == 1
+
+
+def test_time_budget_schedule_holds_through_the_plateau_then_anneals():
+    from components.trainer import MAX_HOLD_FRACTION, _TimeBudget
+
+    budget = _TimeBudget(5.0, anneal=True, peak=1e-3, floor=1e-5, warmup_fraction=0.05)
+    assert budget.learning_rate(0.0) == pytest.approx(1e-4)
+    assert budget.learning_rate(0.3) == pytest.approx(1e-3)  # still reading nothing: hold
+    budget.decay_from = 0.3  # learning started at 30 % of the budget
+    assert budget.learning_rate(0.65) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert budget.learning_rate(1.0) == pytest.approx(1e-5)
+    never_learns = _TimeBudget(5.0, anneal=True, peak=1e-3, floor=1e-5)
+    assert never_learns.learning_rate(MAX_HOLD_FRACTION - 0.01) == pytest.approx(1e-3)
+    assert never_learns.learning_rate(MAX_HOLD_FRACTION) == pytest.approx(1e-3)  # decay starts
+    assert never_learns.learning_rate(1.0) == pytest.approx(1e-5)
