@@ -38,7 +38,7 @@ DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
 DEFAULT_DDDD_PYTHON = "/tmp/dddd-venv/bin/python"
 REAL_VOCAB = list("2345678bcdefgmnpwxy")  # the 19 characters of captcha_images_v2
 DDDD_SCRIPT = r"""
-import json, statistics, sys, time
+import importlib.metadata, json, statistics, sys, time
 import ddddocr
 files = json.load(sys.stdin)
 images = [open(f, "rb").read() for f in files]
@@ -49,9 +49,7 @@ for image in images:
     start = time.perf_counter()
     ocr.classification(image)
     seconds.append(time.perf_counter() - start)
-print(json.dumps({"median_ms": 1000 * statistics.median(seconds),
-                  "images_per_second": len(seconds) / sum(seconds),
-                  "version": getattr(ddddocr, "__version__", "?")}))
+print(json.dumps({"seconds": seconds, "version": importlib.metadata.version("ddddocr")}))
 """
 
 
@@ -64,6 +62,16 @@ def untrained_full_model(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
+def summarize(seconds: list[float], batch: int) -> dict:
+    """Median and p90 per call; images/s from the median call and from the total time.
+
+    Both rates are given because a shared machine adds a long tail to some runs' calls.
+    """
+    median = statistics.median(seconds)
+    return {"median_ms": 1000 * median, "p90_ms": 1000 * sorted(seconds)[int(0.9 * len(seconds))],
+            "per_second_median": batch / median, "per_second_mean": batch * len(seconds) / sum(seconds)}
+
+
 def time_signature(model: ExportedModel, images: list[bytes], batch: int, repeats: int) -> dict:
     """Per call wall times of the signature on `batch` images at a time, after a warm-up."""
     batches = [tf.constant([images[(start + i) % len(images)] for i in range(batch)])
@@ -74,9 +82,7 @@ def time_signature(model: ExportedModel, images: list[bytes], batch: int, repeat
         start = time.perf_counter()
         model.signature(**{INPUT_NAME: tensor})
         seconds.append(time.perf_counter() - start)
-    return {"median_ms": 1000 * statistics.median(seconds),
-            "p90_ms": 1000 * sorted(seconds)[int(0.9 * len(seconds))],
-            "images_per_second": batch * len(seconds) / sum(seconds)}
+    return summarize(seconds, batch)
 
 
 def time_ddddocr(python: str, files: list[pathlib.Path]) -> dict | None:
@@ -88,7 +94,8 @@ def time_ddddocr(python: str, files: list[pathlib.Path]) -> dict | None:
     if done.returncode:
         print(f"ddddocr failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**summarize(answer["seconds"], 1), "version": answer["version"]}
 
 
 def main() -> None:
@@ -114,15 +121,17 @@ def main() -> None:
 
     weights = "trained" if args.model else "untrained"
     print(f"{len(files)} PNGs from {args.data.name}; model: `full` profile, {weights} weights\n")
-    print("| path | median ms per call | p90 ms | images/s |")
-    print("|---|---:|---:|---:|")
+    print("| path | median ms per call | p90 ms | images/s (median call) | images/s (total time) |")
+    print("|---|---:|---:|---:|---:|")
     for name, row in rows.items():
-        p90 = f"{row['p90_ms']:.1f}" if "p90_ms" in row else ""
-        print(f"| {name} | {row['median_ms']:.1f} | {p90} | {row['images_per_second']:.0f} |")
+        print(f"| {name} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | "
+              f"{row['per_second_median']:.0f} | {row['per_second_mean']:.0f} |")
     if dddd:
-        ratio = rows["signature, batch 64"]["images_per_second"] / dddd["images_per_second"]
-        print(f"\nbatch 64 vs ddddocr: {ratio:.1f}x images/s (target >= 10x); "
-              f"batch-1 median {rows['signature, batch 1']['median_ms']:.1f} ms (target < 20 ms)")
+        batch64 = rows["signature, batch 64"]
+        print(f"\nbatch 64 vs ddddocr, images/s: {batch64['per_second_median'] / dddd['per_second_median']:.1f}x "
+              f"(median calls), {batch64['per_second_mean'] / dddd['per_second_mean']:.1f}x (total time); "
+              f"target >= 10x. Batch-1 median {rows['signature, batch 1']['median_ms']:.1f} ms "
+              f"(target < 20 ms)")
 
 
 if __name__ == "__main__":

@@ -80,17 +80,12 @@ class ExportedModel:
         """One signature call; if it fails as a whole, item by item so one bad file costs one answer."""
         try:
             return self._call(images, sources)
-        except tf.errors.InvalidArgumentError:
+        except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
-                raise
-        answers = []
-        for image, source in zip(images, sources, strict=True):
-            try:
-                answers.extend(self._call([image], [source]))
-            except tf.errors.InvalidArgumentError as error:
                 reason = _op_error_reason(error.message)
-                answers.append(Prediction(source, "", 0.0, False, f"signature failed: {reason}"))
-        return answers
+                return [Prediction(sources[0], "", 0.0, False, f"signature failed: {reason}")]
+        return [answer for image, source in zip(images, sources, strict=True)
+                for answer in self.predict_bytes([image], [source])]
 
     def _call(self, images: Sequence[bytes], sources: Sequence[str]) -> list[Prediction]:
         outputs = self.signature(**{INPUT_NAME: tf.constant(list(images), tf.string)})

@@ -94,13 +94,16 @@ def test_a_signature_that_fails_on_a_batch_is_retried_item_by_item(files, tmp_pa
     module = Fragile()
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
 
-    answers = list(predict_files(ExportedModel(str(tmp_path)), [str(f) for f in files[:5]]))
+    fragile = ExportedModel(str(tmp_path))
+    answers = list(predict_files(fragile, [str(f) for f in files[:5]]))
+    (alone,) = list(predict_files(fragile, [str(files[4])], batch_size=1))
 
     widths = [str(Image.open(f).width) for f in files[:4]]
     assert [a.text for a in answers[:4]] == widths
     assert all(a.error is None for a in answers[:4])
     assert answers[4].error.startswith("signature failed: ")
     assert "Unknown image file format" in answers[4].error
+    assert alone == answers[4]
 
 
 def test_a_missing_export_is_a_clear_error(tmp_path):

@@ -46,6 +46,7 @@ from components.pusher import (
     run_push,
 )
 from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, load_trained
+from pipeline import cli
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 TINY = ModelConfig(image_height=32, image_width=64, conv_filters=(4, 8), dense_units=8,
@@ -281,7 +282,7 @@ def test_each_export_is_the_next_version_under_the_model_name(untrained_model_di
 
 
 def test_failed_export_leaves_nothing(untrained_model_dir, tmp_path):
-    """The SavedModel is complete when the evaluator's metrics turn out to be missing."""
+    """It fails after the SavedModel is written (no evaluator metrics file): all of it goes."""
     export = tmp_path / "export"
     with pytest.raises(tf.errors.NotFoundError):
         export_model(str(untrained_model_dir), str(export),
@@ -316,7 +317,7 @@ def sevens(tmp_path_factory) -> pathlib.Path:
                               {examples.TRAIN: items, examples.EVAL: items}, VOCAB)
 
 
-def test_blessing_keeps_the_better_model(sevens, tmp_path):
+def test_blessing_keeps_the_better_model(sevens, tmp_path, capsys):
     reads_seven = str(constant_reader(tmp_path / "seven", "7"))
     reads_nothing = str(constant_reader(tmp_path / "nothing", ""))
     export = tmp_path / "export"
@@ -339,8 +340,11 @@ def test_blessing_keeps_the_better_model(sevens, tmp_path):
     assert "worse than the served version" in worse.reason
     assert [p.name for p in export.iterdir()] == ["1"]
 
-    forced = run_push(reads_nothing, str(sevens), str(export), PushConfig(force=True))
-    assert (forced.pushed, forced.version, forced.baseline_version) == (True, 2, 1)
+    assert cli.main(["export", "--model", reads_nothing, "--examples", str(sevens),
+                     "--export-dir", str(export), "--force"]) == 0
+    assert capsys.readouterr().out.startswith(f"pushed version 2 -> {export / '2'}: forced")
+    forced = json.loads((export / "2" / ASSETS_EXTRA / BLESSING_FILE).read_text())
+    assert (forced["baseline_version"], forced["candidate"]["accuracy"]) == (1, 0.0)
     assert sorted(p.name for p in export.iterdir()) == ["1", "2"]
     # The base path now serves the forced, worse version 2.
     assert evaluate_saved_model(str(export), str(sevens))["accuracy"] == 0.0
