@@ -1,5 +1,7 @@
 """captcha-ocr: train, validate, tune and export CTC models that read text captchas."""
 
+import pathlib
+
 from setuptools import find_packages, setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "A TFX-style pipeline (Beam ExampleGen, TFDV, Keras Tuner, CNN+BiLSTM+CTC) that "
         "turns a folder of labelled captcha images into a TF Serving model."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*"]),

@@ -103,7 +103,7 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
         check=True, capture_output=True, text=True,
     ).stdout.strip().splitlines()[-1])
     labels = [p.name.split("_")[0] for p in sample]
-    assert sum(t == label for t, label in zip(texts, labels)) >= 6, (texts, labels)
+    assert sum(t == label for t, label in zip(texts, labels, strict=True)) >= 6, (texts, labels)
 
 
 def test_second_run_skips_every_component(project, first_run):
