@@ -70,17 +70,18 @@ def plain_loop(images: str, output: str, num_shards: int = DEFAULT_NUM_SHARDS) -
     for path in inputs:
         with open(path, "rb") as f:
             data = f.read()
-        image = Image.open(path)
-        image.load()
+        with Image.open(path) as image:
+            image.load()
+            size = (image.height, image.width, len(image.getbands()))
         sha256 = examples.sha256_hex(data)
         label = os.path.basename(path).split("_")[0].split(".")[0]
-        records.setdefault(sha256, (path, label, data, image))
+        records.setdefault(sha256, (path, label, data, size))
     vocab = sorted({c for _, label, _, _ in records.values() for c in label})
     shards = collections.defaultdict(list)
-    for sha256, (path, label, data, image) in records.items():
+    for sha256, (path, label, data, (height, width, channels)) in records.items():
         example = examples.make_example(
-            image=data, image_format="png", height=image.height, width=image.width,
-            channels=len(image.getbands()), label=label,
+            image=data, image_format="png", height=height, width=width,
+            channels=channels, label=label,
             label_ids=examples.encode_label(label, vocab), sha256=sha256, source=path, span=0)
         split = examples.split_for(sha256)
         shards[split, int(sha256[8:16], 16) % num_shards].append(

@@ -515,9 +515,10 @@ def run_ingest(images: str, output: str, config: IngestConfig,
         num_written = sum(summary["written"].values())
         if num_written + summary["num_rejected"] != len(plan.inputs):
             hint = ""
-            if options.get_all_options().get("direct_running_mode") == "multi_threading":
-                hint = (" (Beam 2.61's DirectRunner drops elements in multi_threading mode with "
-                        "several workers; use in_memory or multi_processing)")
+            if options.get_all_options().get("direct_num_workers", 1) != 1:
+                hint = (" (Beam 2.61's DirectRunner with several workers, multi_threading or "
+                        "multi_processing, has dropped elements of large jobs here; use the "
+                        "default in_memory mode)")
             raise RuntimeError(
                 f"lost inputs: {len(plan.inputs)} in, {num_written} written, "
                 f"{summary['num_rejected']} rejected; nothing was kept{hint}")
