@@ -92,3 +92,38 @@ def make_dataset(
     if training and augment is not None:
         ds = ds.map(lambda images, labels: (augment(images), labels), tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fit_and_validation(
+    examples_dirs: str | list[str],
+    *,
+    image_height: int,
+    image_width: int,
+    max_label_length: int,
+    batch_size: int,
+    validation_percent: int,
+    augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    seed: int = 0,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, dict[str, int]]:
+    """The trainer's and the tuner's input: the train split minus its validation holdout
+    (shuffled, augmented), the holdout, and how many examples each holds."""
+
+    def dataset(subset: str, training: bool) -> tf.data.Dataset:
+        return make_dataset(
+            examples_dirs, examples.TRAIN,
+            image_height=image_height, image_width=image_width,
+            max_label_length=max_label_length, batch_size=batch_size, training=training,
+            augment=augment, seed=seed, validation_percent=validation_percent, subset=subset,
+        )
+
+    counts = {
+        subset: int(
+            read_subset(examples_dirs, examples.TRAIN, validation_percent, subset).reduce(
+                tf.constant(0, tf.int64), lambda count, _: count + 1
+            )
+        )
+        for subset in ("fit", "validation")
+    }
+    if not counts["fit"] or not counts["validation"]:
+        raise ValueError(f"need training and validation examples, have {counts} in {examples_dirs}")
+    return dataset("fit", training=True), dataset("validation", training=False), counts

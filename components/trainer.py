@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
-from components.dataset import make_dataset, read_subset
+from components.dataset import fit_and_validation
 from components.model import (
     KERAS_EXAMPLE,
     LOGITS_LAYER,
@@ -223,7 +223,7 @@ def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str)
              len(vocab))
 
 
-class _SelectionScore(keras.callbacks.Callback):
+class SelectionScore(keras.callbacks.Callback):
     """Adds `val_score` (accuracy, CTC loss as tie-break) and the learning rate to the logs."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -305,10 +305,6 @@ class _EpochTimes(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def _count(ds: tf.data.Dataset) -> int:
-    return int(ds.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
-
-
 def _learning_rate(model_config: ModelConfig, config: TrainConfig, steps_per_epoch: int):
     if config.lr_schedule != "cosine":
         return model_config.learning_rate
@@ -329,7 +325,7 @@ def _callbacks(
     checkpoints = posixpath.join(out_dir, "checkpoints")
     tf.io.gfile.makedirs(checkpoints)
     callbacks: list[keras.callbacks.Callback] = [
-        _SelectionScore(),
+        SelectionScore(),
         keras.callbacks.EarlyStopping(
             monitor=config.monitor, mode=mode, patience=config.patience,
             start_from_epoch=config.start_from_epoch, restore_best_weights=config.restore_best,
@@ -380,23 +376,13 @@ def run_train(
     model_config.check_label_length(max_label_length)
     keras.utils.set_random_seed(train_config.seed)
 
-    def dataset(subset: str, training: bool) -> tf.data.Dataset:
-        return make_dataset(
-            dirs, examples.TRAIN,
-            image_height=model_config.image_height, image_width=model_config.image_width,
-            max_label_length=max_label_length, batch_size=train_config.batch_size,
-            training=training, augment=make_augment(train_config.augment),
-            seed=train_config.seed, validation_percent=train_config.validation_percent,
-            subset=subset,
-        )
-
-    fit_ds, validation_ds = dataset("fit", training=True), dataset("validation", training=False)
-    counts = {
-        subset: _count(read_subset(dirs, examples.TRAIN, train_config.validation_percent, subset))
-        for subset in ("fit", "validation")
-    }
-    if not counts["fit"] or not counts["validation"]:
-        raise ValueError(f"need training and validation examples, have {counts} in {dirs}")
+    fit_ds, validation_ds, counts = fit_and_validation(
+        dirs,
+        image_height=model_config.image_height, image_width=model_config.image_width,
+        max_label_length=max_label_length, batch_size=train_config.batch_size,
+        validation_percent=train_config.validation_percent,
+        augment=make_augment(train_config.augment), seed=train_config.seed,
+    )
     steps_per_epoch = -(-counts["fit"] // train_config.batch_size)
     log.info("training on %d examples, validating on %d, %d characters, labels up to %d",
              counts["fit"], counts["validation"], len(vocab), max_label_length)

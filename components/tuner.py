@@ -40,15 +40,14 @@ import keras_tuner as kt
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
-from components.dataset import make_dataset, read_subset
+from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
 from components.trainer import (
     MONITOR_MODES,
     SELECTION_SCORE,
+    SelectionScore,
     TrainConfig,
-    _SelectionScore,
     combined_vocab,
     read_metadata,
 )
@@ -351,33 +350,6 @@ def _write_reports(
     return report
 
 
-def _datasets(
-    dirs: list[str], config: TuneConfig, base: ModelConfig, max_label_length: int
-) -> tuple[tf.data.Dataset, tf.data.Dataset, dict[str, int]]:
-    """The trainer's input: the train split minus its validation holdout, and that holdout."""
-
-    def dataset(subset: str, training: bool) -> tf.data.Dataset:
-        return make_dataset(
-            dirs, examples.TRAIN,
-            image_height=base.image_height, image_width=base.image_width,
-            max_label_length=max_label_length, batch_size=config.batch_size,
-            training=training, augment=make_augment(config.augment) if training else None,
-            seed=config.seed, validation_percent=config.validation_percent, subset=subset,
-        )
-
-    counts = {
-        subset: int(
-            read_subset(dirs, examples.TRAIN, config.validation_percent, subset).reduce(
-                tf.constant(0, tf.int64), lambda count, _: count + 1
-            )
-        )
-        for subset in ("fit", "validation")
-    }
-    if not counts["fit"] or not counts["validation"]:
-        raise ValueError(f"need training and validation examples, have {counts} in {dirs}")
-    return dataset("fit", training=True), dataset("validation", training=False), counts
-
-
 def run_tune(
     examples_dirs: str | list[str],
     output_dir: str,
@@ -421,11 +393,18 @@ def run_tune(
                  os.environ["KERASTUNER_ORACLE_PORT"])
         tuner.search(verbose=verbose)
     else:
-        fit_ds, validation_ds, counts = _datasets(dirs, config, base_model_config, max_label_length)
+        fit_ds, validation_ds, counts = fit_and_validation(
+            dirs,
+            image_height=base_model_config.image_height,
+            image_width=base_model_config.image_width,
+            max_label_length=max_label_length, batch_size=config.batch_size,
+            validation_percent=config.validation_percent,
+            augment=make_augment(config.augment), seed=config.seed,
+        )
         log.info("trials train on %d examples and are scored on %d", counts["fit"],
                  counts["validation"])
         callbacks: list[keras.callbacks.Callback] = [
-            _SelectionScore(),
+            SelectionScore(),
             keras.callbacks.EarlyStopping(
                 monitor=config.objective, mode=MONITOR_MODES[config.objective],
                 patience=config.patience,

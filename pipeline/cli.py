@@ -8,7 +8,10 @@ jobs (ExampleGen, TFDV statistics), so `--runner=DataflowRunner ...` works as on
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 BEAM_VERBS = {"ingest", "validate", "run", "retrain"}
@@ -490,7 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep the output to what a person follows: TF's C++ start-up chatter and the Google
+    client libraries' Python-version notices say nothing about this run."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_libraries()
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     if beam_args and args.command not in BEAM_VERBS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import posixpath
 import re
 import time
@@ -325,11 +326,13 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
         orch.echo(f"  {'pushed' if push['pushed'] else 'not pushed'}: {push['reason']}")
         if push.get("version_dir"):
             base = posixpath.dirname(push["version_dir"].rstrip("/"))
+            if "://" not in base:
+                base = os.path.abspath(base)  # docker mounts need absolute paths
             name = config.model_name or "captcha"
             orch.echo(f"  model: {push['version_dir']}")
             orch.echo(
                 f"  serve: docker run -p 8501:8501 -v {base}:/models/{name} "
-                f"-e MODEL_NAME={name} tensorflow/serving"
+                f"-e MODEL_NAME={name} tensorflow/serving:2.16.1"
             )
     orch.echo(f"  manifest: {orch.path(MANIFEST_FILE)}")
     orch.echo(f"  report:   {report_path}")
