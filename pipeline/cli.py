@@ -498,8 +498,9 @@ def _quiet_libraries() -> None:
     client libraries' Python-version notices say nothing about this run."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for ours in ("components", "pipeline"):
+        logging.getLogger(ours).setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
