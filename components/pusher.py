@@ -108,7 +108,10 @@ class ServingModule(tf.Module):
         count = tf.shape(image_bytes)[0]
         decoded = (
             tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-            .map(lambda index, data: (index, preprocess_image(data, height, width)))
+            .map(
+                lambda index, data: (index, preprocess_image(data, height, width)),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
             .ignore_errors()
         )
         # One extra row, always present, so the batch below exists even if every item failed.
