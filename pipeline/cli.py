@@ -402,6 +402,8 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-anomalies", action="store_true",
                    help="go on when validation finds anomalies or new characters")
     p.add_argument("--force-push", action="store_true", help="push even if the model is worse")
+    p.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="push only a model reading at least this share of eval captchas")
     p.add_argument("--hyperparameters", help="a best_hyperparameters.json (ModelConfig) to use "
                    "instead of the profile's model")
     p.add_argument("--epochs", type=int, help="at most this many epochs (default: the profile's)")
@@ -430,7 +432,7 @@ def _pipeline_config(args: argparse.Namespace, beam_args: list[str]):
         workdir=args.workdir, export_dir=args.export_dir, images=args.images,
         labels_csv=args.labels_csv, profile=args.profile, tune=getattr(args, "tune", False),
         allow_anomalies=args.allow_anomalies, model_name=args.model_name,
-        force_push=args.force_push, hyperparameters=args.hyperparameters, epochs=args.epochs,
+        force_push=args.force_push, min_accuracy=args.min_accuracy, hyperparameters=args.hyperparameters, epochs=args.epochs,
         max_train_minutes=args.max_train_minutes, beam_args=beam_args,
     )
 

@@ -40,6 +40,7 @@ class RunConfig:
     allow_anomalies: bool = False
     model_name: str | None = None
     force_push: bool = False
+    min_accuracy: float = 0.0  # blessing: eval accuracy the model must reach to be pushed
     hyperparameters: str | None = None  # a ModelConfig JSON replacing the profile's model
     epochs: int | None = None  # overrides the profile's
     max_train_minutes: float | None = None  # overrides the profile's
@@ -90,10 +91,9 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    """Configs are dataclasses; anything else JSON cannot hold is fingerprinted by its repr."""
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
     return str(value)
 
 
@@ -123,7 +123,7 @@ def write_json(path: str, value: Any) -> None:
 
 
 class Orchestrator:
-    """Runs steps in order, skipping complete ones, and keeps the run manifest."""
+    """Runs steps in order, skipping complete ones, and records each for the manifest."""
 
     def __init__(self, root: str, total_steps: int, echo: Callable[[str], None] = print) -> None:
         self.root = root
@@ -271,11 +271,12 @@ def _evaluate_step(
 
 def _push_step(
     orch: Orchestrator, train: StepRecord, evaluation: StepRecord, span_dirs: list[str],
-    config: RunConfig,
+    span: int, config: RunConfig,
 ) -> StepRecord:
     from components import evaluator, pusher
 
     push_config = pusher.PushConfig(
+        min_accuracy=config.min_accuracy,
         force=config.force_push,
         model_name=config.model_name,
         metrics_path=posixpath.join(evaluation.output, evaluator.METRICS_FILE),
@@ -290,7 +291,7 @@ def _push_step(
 
     return orch.step(
         "Pusher",
-        orch.path("Pusher", f"span-{len(span_dirs) - 1}"),
+        orch.path("Pusher", f"span-{span}"),
         [evaluation.fingerprint, config.export_dir, push_config],
         work,
         still_valid=still_served,
@@ -387,7 +388,7 @@ def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any
         lambda out: trainer.run_train(ingest.output, out, model_config, train_config),
     )
     evaluation = _evaluate_step(orch, train, [ingest.output], 0)
-    _push_step(orch, train, evaluation, [ingest.output], config)
+    _push_step(orch, train, evaluation, [ingest.output], 0, config)
     return _finish(orch, config, "run")
 
 
@@ -432,7 +433,7 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
         lambda out: trainer.run_train(span_dirs, out, model_config, train_config),
     )
     evaluation = _evaluate_step(orch, train, span_dirs, span)
-    _push_step(orch, train, evaluation, span_dirs, config)
+    _push_step(orch, train, evaluation, span_dirs, span, config)
     return _finish(orch, config, "retrain")
 
 
