@@ -395,6 +395,7 @@ def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any
 def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Ingest new captchas as the next span, validate, warm-start training on all spans, push if not worse."""
     from components import example_gen, examples, trainer
+    from components.model import ModelConfig
 
     spans = _accepted_spans(config.workdir)
     if not spans:
@@ -423,7 +424,7 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
         orch, ingest, span, config, schema_path=schema,
         previous_statistics=posixpath.join(config.workdir, "Validation", f"span-{last}"),
     )
-    _, _, model_config = trainer.load_trained(current_model)
+    model_config = ModelConfig.from_json(posixpath.join(current_model, trainer.MODEL_CONFIG_FILE))
     train_config = config.train_config(warm_start=current_model)
     span_dirs = [spans[s] for s in sorted(spans)] + [ingest.output]
     train = orch.step(
