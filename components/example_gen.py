@@ -6,6 +6,11 @@ images, builds the vocabulary, splits train/eval by SHA-256 and writes GZIP TFRe
 Shards are written by the job itself, one shard per (split, shard number), with records sorted
 by SHA-256, so a re-run on the same inputs gives byte-identical files.
 
+An image's bytes cross one shuffle: the split and the shard are functions of its SHA-256, so
+records are grouped by (split, shard) straight after decoding and exact duplicates meet in the
+shard writer, which drops them. Beside it, a shuffle of the records without their bytes, by
+SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary.
+
 The job writes into a temporary sibling folder that is renamed into place only after it has
 succeeded and the counts add up (inputs = written + rejected); on filesystems without
 directory rename (gs://) it writes in place and `metadata.json`, written last, marks the
@@ -38,6 +43,9 @@ from components import examples
 DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
 DEFAULT_NUM_SHARDS = 4
 SUMMARY_FILE = "_summary.json"
+# Input paths per element of the job's first PCollection: the unit of work a worker takes.
+# Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000.
+INPUTS_PER_BATCH = 256
 SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
 
 # Rejection reasons (the `reason` field of rejected.jsonl).
@@ -195,27 +203,35 @@ class InspectImage(beam.DoFn):
                         _channels(image))
 
 
+def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, list[dict[str, Any]]]:
+    """Records of one SHA-256 -> (the one to write or None, the rejected).
+
+    Same bytes and label: keep the smallest source path. Same bytes, other labels: reject all.
+    A pure function of the group, so the job's two steps that see a group decide alike.
+    """
+    records = sorted(records, key=lambda r: r.source)
+    labels = sorted({r.label for r in records})
+    if len(labels) > 1:
+        detail = "same image bytes with labels " + ", ".join(
+            f"{r.label!r} ({r.source})" for r in records)
+        return None, [_rejection(r.source, CONFLICTING_LABELS, detail, label=r.label,
+                                 sha256=r.sha256) for r in records]
+    keep, *duplicates = records
+    return keep, [_rejection(r.source, DUPLICATE, f"duplicate of {keep.source}", label=r.label,
+                             sha256=r.sha256) for r in duplicates]
+
+
 class ResolveDuplicates(beam.DoFn):
-    """Same bytes and label: keep the smallest source path. Same bytes, other labels: reject all."""
+    """(sha256, records without image bytes) -> the kept record, and the rejected ones."""
 
     REJECTED = "rejected"
 
     def process(self, element: tuple[str, Iterable[Inspected]]) -> Iterator[Any]:
-        sha256, group = element
-        records = sorted(group, key=lambda r: r.source)
-        labels = sorted({r.label for r in records})
-        if len(labels) > 1:
-            detail = "same image bytes with labels " + ", ".join(
-                f"{r.label!r} ({r.source})" for r in records)
-            for r in records:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                    r.source, CONFLICTING_LABELS, detail, label=r.label, sha256=sha256))
-            return
-        keep, *duplicates = records
-        yield keep
-        for r in duplicates:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                r.source, DUPLICATE, f"duplicate of {keep.source}", label=r.label, sha256=sha256))
+        keep, rejected = resolve_duplicates(element[1])
+        if keep is not None:
+            yield keep
+        for rejection in rejected:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, rejection)
 
 
 class ExampleStats(beam.CombineFn):
@@ -270,23 +286,10 @@ def _choose_vocab(stats: dict[str, Any], fixed: list[str] | None) -> list[str]:
     return list(fixed) if fixed is not None else sorted(stats["character_counts"])
 
 
-class EncodeExample(beam.DoFn):
-    """Inspected record -> ((split, shard), (sha256, serialized Contract 1 example))."""
-
-    def __init__(self, eval_percent: int, num_shards: int, span: int) -> None:
-        self._eval_percent = eval_percent
-        self._num_shards = num_shards
-        self._span = span
-
-    def process(self, r: Inspected, vocab: list[str]) -> Iterator[tuple[tuple[str, int], tuple[str, bytes]]]:
-        example = examples.make_example(
-            image=r.image, image_format=r.image_format, height=r.height, width=r.width,
-            channels=r.channels, label=r.label, label_ids=examples.encode_label(r.label, vocab),
-            sha256=r.sha256, source=r.source, span=self._span,
-        )
-        split = examples.split_for(r.sha256, self._eval_percent)
-        shard = int(r.sha256[8:16], 16) % self._num_shards  # other digits than the split's
-        yield (split, shard), (r.sha256, example.SerializeToString())
+def shard_key(sha256: str, eval_percent: int, num_shards: int) -> tuple[str, int]:
+    """(split, shard) of an image: both functions of its digest, so exact duplicates meet."""
+    shard = int(sha256[8:16], 16) % num_shards  # other digits than the split's
+    return examples.split_for(sha256, eval_percent), shard
 
 
 def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
@@ -305,17 +308,35 @@ def write_shard(path: str, records: Iterable[bytes]) -> int:
 
 
 class WriteShard(beam.DoFn):
-    """Writes one shard with its records sorted by SHA-256, so re-runs are byte-identical."""
+    """Writes one shard: duplicates resolved, records sorted by SHA-256 (re-runs byte-identical).
 
-    def __init__(self, output_dir: str, num_shards: int) -> None:
+    The images reach this step through a single shuffle, keyed by (split, shard); the same
+    `resolve_duplicates` already ran on their SHA-256 groups, without the bytes, for the
+    rejections and the vocabulary, so both steps keep the same records.
+    """
+
+    def __init__(self, output_dir: str, num_shards: int, span: int) -> None:
         self._output_dir = output_dir
         self._num_shards = num_shards
+        self._span = span
 
-    def process(self, element: tuple[tuple[str, int], Iterable[tuple[str, bytes]]]) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]],
+                vocab: list[str]) -> Iterator[tuple[str, int]]:
         (split, shard), records = element
+        by_sha256: dict[str, list[Inspected]] = collections.defaultdict(list)
+        for r in records:
+            by_sha256[r.sha256].append(r)
         path = shard_path(self._output_dir, split, shard, self._num_shards)
         tf.io.gfile.makedirs(posixpath.dirname(path))
-        yield split, write_shard(path, (data for _, data in sorted(records)))
+        kept = (resolve_duplicates(by_sha256[sha256])[0] for sha256 in sorted(by_sha256))
+        yield split, write_shard(path, (self._encode(r, vocab) for r in kept if r is not None))
+
+    def _encode(self, r: Inspected, vocab: list[str]) -> bytes:
+        return examples.make_example(
+            image=r.image, image_format=r.image_format, height=r.height, width=r.width,
+            channels=r.channels, label=r.label, label_ids=examples.encode_label(r.label, vocab),
+            sha256=r.sha256, source=r.source, span=self._span,
+        ).SerializeToString()
 
 
 def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
@@ -332,19 +353,23 @@ def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
         json.dump(summary, f)
 
 
+def _batches(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
     """Adds the ExampleGen transforms to `pipeline` (separate from run, so it can be inspected)."""
     config = plan.config
     inspected = (
         pipeline
-        | "ListInputs" >> beam.Create(plan.inputs)
-        | "Distribute" >> beam.Reshuffle()
+        | "ListInputs" >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
+        | "Paths" >> beam.FlatMap(lambda batch: batch)
         | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab))
         .with_outputs(InspectImage.REJECTED, main="ok")
     )
     kept = (
         inspected.ok
-        | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r))
+        | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r._replace(image=b"")))
         | "GroupBySha256" >> beam.GroupByKey()
         | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates())
         .with_outputs(ResolveDuplicates.REJECTED, main="kept")
@@ -352,12 +377,13 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
     stats = kept.kept | "Stats" >> beam.CombineGlobally(ExampleStats(config.eval_percent))
     vocab = stats | "Vocab" >> beam.Map(_choose_vocab, plan.vocab)
     written = (
-        kept.kept
-        | "Encode" >> beam.ParDo(
-            EncodeExample(config.eval_percent, config.num_shards, config.span),
-            beam.pvalue.AsSingleton(vocab))
+        inspected.ok
+        | "KeyByShard" >> beam.Map(
+            lambda r: (shard_key(r.sha256, config.eval_percent, config.num_shards), r))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(plan.output_dir, config.num_shards))
+        | "WriteShards" >> beam.ParDo(
+            WriteShard(plan.output_dir, config.num_shards, config.span),
+            beam.pvalue.AsSingleton(vocab))
         | "CountWritten" >> beam.CombinePerKey(sum)
     )
     rejected = (
