@@ -63,25 +63,32 @@ def link_folder(folder: pathlib.Path, files: list[pathlib.Path]) -> pathlib.Path
     return folder
 
 
-def prepare(data: pathlib.Path, work: pathlib.Path) -> tuple[str, str]:
-    """Ingest the 832 training files (all train) and the 208 held-out files (all eval)."""
-    train_files, held_out_files = split_files(data)
+def ingest_train_and_held_out(train_images: pathlib.Path, held_out_images: pathlib.Path,
+                              work: pathlib.Path) -> tuple[str, str]:
+    """Ingest one folder as all train and the other as all eval, with the train vocabulary."""
     train_dir, held_out_dir = work / "examples-train", work / "examples-heldout"
     if not (train_dir / examples.METADATA_FILE).exists():
-        run_ingest(str(link_folder(work / "images-train", train_files)), str(train_dir),
-                   IngestConfig(eval_percent=0, num_shards=1))
+        run_ingest(str(train_images), str(train_dir), IngestConfig(eval_percent=0, num_shards=1))
     if not (held_out_dir / examples.METADATA_FILE).exists():
-        run_ingest(str(link_folder(work / "images-heldout", held_out_files)), str(held_out_dir),
+        run_ingest(str(held_out_images), str(held_out_dir),
                    IngestConfig(eval_percent=100, num_shards=1,
                                 vocab_path=str(train_dir / examples.VOCAB_FILE)))
     counts = (
         json.loads((train_dir / examples.METADATA_FILE).read_text())["counts"],
         json.loads((held_out_dir / examples.METADATA_FILE).read_text())["counts"],
     )
-    if counts[0].get("train") != len(train_files) or counts[1].get("eval") != len(held_out_files):
-        raise RuntimeError(f"expected {len(train_files)} train / {len(held_out_files)} held-out "
-                           f"examples, ingested {counts}")
+    expected = (len(list(train_images.iterdir())), len(list(held_out_images.iterdir())))
+    if (counts[0].get("train"), counts[1].get("eval")) != expected:
+        raise RuntimeError(f"expected {expected[0]} train / {expected[1]} held-out examples, "
+                           f"ingested {counts}")
     return str(train_dir), str(held_out_dir)
+
+
+def prepare(data: pathlib.Path, work: pathlib.Path) -> tuple[str, str]:
+    """Ingest the 832 training files (all train) and the 208 held-out files (all eval)."""
+    train_files, held_out_files = split_files(data)
+    return ingest_train_and_held_out(link_folder(work / "images-train", train_files),
+                                     link_folder(work / "images-heldout", held_out_files), work)
 
 
 def run_one(recipe: str, seed: int, epochs: int | None, max_minutes: float | None,

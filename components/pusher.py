@@ -27,7 +27,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components import examples
-from components.model import ModelConfig, decode_logits
+from components.model import ModelConfig, decode_logits, fold_batch_norm
 from components.predict import (
     INPUT_NAME,
     PREPROCESS_SIGNATURE,
@@ -172,6 +172,7 @@ def save_candidate(model_dir: str, base_dir: str, metrics_path: str | None = Non
     has a non-numeric name that neither TF Serving nor `saved_model_versions` counts.
     """
     model, vocab, config = load_trained(model_dir)
+    model = fold_batch_norm(model, config)
     temp_dir = posixpath.join(base_dir, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}")
     tf.io.gfile.makedirs(temp_dir)
     try:

@@ -19,6 +19,7 @@ from components.model import (
     SequenceAccuracy,
     build_model,
     decode_logits,
+    fold_batch_norm,
 )
 from components.preprocessing import preprocess_image
 
@@ -108,3 +109,26 @@ def test_augment_batch_keeps_shape_range_and_identity_when_off():
     np.testing.assert_allclose(out.numpy(), images.numpy(), atol=1e-5)
     out = augment_batch(images, AugmentConfig())
     assert out.shape == images.shape
+
+
+def test_fold_batch_norm_gives_the_same_logits_without_batch_norm_layers():
+    config = ModelConfig(image_height=32, image_width=64, conv_filters=(8, 16, 16),
+                         batch_norm=True, dense_units=16, lstm_units=(16,))
+    model = build_model(config, vocab_size=5)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(-2, 2, channels), rng.normal(0, 1, channels),
+                               rng.normal(0, 1, channels), rng.uniform(0.1, 3, channels)])
+    images = rng.uniform(0, 1, (4, 32, 64, 1)).astype("float32")
+
+    folded = fold_batch_norm(model, config)
+
+    assert not [la for la in folded.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert [la.name for la in folded.layers if la.name.startswith("conv") and la.weights] == [
+        "conv1", "conv2", "conv3"]
+    expected = model(images, training=False).numpy()
+    np.testing.assert_allclose(folded(images, training=False).numpy(), expected,
+                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert fold_batch_norm(folded, dataclasses.replace(config, batch_norm=False)) is folded
