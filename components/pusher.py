@@ -3,7 +3,8 @@
 Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
 `preprocessing.preprocess_image` (the trainer's own function) and `model.decode_logits`,
-with the vocabulary embedded as a constant.
+with the vocabulary embedded as a constant. The model in the graph has its batch norms
+folded into its convs (`model.fold_batch_norm`): the same logits, fewer passes over memory.
 
 Layout: `<export_dir>[/<model_name>]/<version>/`. A version is first written to a
 non-numeric temporary folder beside it and renamed into place when complete, so TF Serving
