@@ -19,6 +19,7 @@ import csv
 import json
 import logging
 import pathlib
+import shutil
 import sys
 import time
 
@@ -37,6 +38,7 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 2
 def synthesize(folder: pathlib.Path, count: int, seed: int) -> pathlib.Path:
     """`count` captchas of the `synth` defaults in `folder`, generated once."""
     if not folder.is_dir() or len(list(folder.iterdir())) != count:
+        shutil.rmtree(folder, ignore_errors=True)  # a run with another count left it
         generate(str(folder), SynthConfig(count=count, seed=seed), workers=2)
     return folder
 

@@ -432,7 +432,8 @@ def _pipeline_config(args: argparse.Namespace, beam_args: list[str]):
         workdir=args.workdir, export_dir=args.export_dir, images=args.images,
         labels_csv=args.labels_csv, profile=args.profile, tune=getattr(args, "tune", False),
         allow_anomalies=args.allow_anomalies, model_name=args.model_name,
-        force_push=args.force_push, min_accuracy=args.min_accuracy, hyperparameters=args.hyperparameters, epochs=args.epochs,
+        force_push=args.force_push, min_accuracy=args.min_accuracy,
+        hyperparameters=args.hyperparameters, epochs=args.epochs,
         max_train_minutes=args.max_train_minutes, beam_args=beam_args,
     )
 
