@@ -252,6 +252,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train without the profile's augmentation (for tens of thousands of "
+                        "captchas, where it holds the model back more than it helps)")
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR",
                    help="start from an earlier model whose vocab is a prefix of this one's")
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
@@ -261,6 +264,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
+    from components.augmentation import NO_AUGMENTATION
     from components.model import ModelConfig
     from components.trainer import PROFILES, run_train
 
@@ -270,6 +274,7 @@ def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
         "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
         "max_minutes": args.max_minutes, "warm_start": args.warm_start,
         "verbose": 0 if args.quiet else None,
+        "augment": NO_AUGMENTATION if args.no_augment else None,
     }
     train_config = profile.train.replace(**{k: v for k, v in overrides.items() if v is not None})
     summary = run_train(args.examples, args.output, model_config, train_config)

@@ -18,6 +18,7 @@ from conftest import (
 )
 
 from components import examples
+from components.augmentation import NO_AUGMENTATION
 from components.evaluator import run_evaluate
 from components.model import ModelConfig
 from components.trainer import PROFILES, TrainConfig, load_trained, run_train
@@ -117,18 +118,22 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
     assert tf.io.gfile.exists(str(tmp_path / "model" / "model.keras"))
 
 
-def test_cli_train_reads_a_hyperparameters_json(clean_examples, tmp_path):
+def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(clean_examples, tmp_path):
     from pipeline.cli import main
 
     config = dataclasses.replace(CLEAN_MODEL, **TINY_MODEL_OVERRIDES)
     config.to_json(str(tmp_path / "best_hyperparameters.json"))
     output = tmp_path / "model"
+    assert PROFILES["full"].train.augment.enabled
     assert main(["train", "--examples", str(clean_examples), "--output", str(output),
+                 "--profile", "full", "--no-augment",
                  "--hyperparameters", str(tmp_path / "best_hyperparameters.json"),
                  "--epochs", "1", "--quiet"]) == 0
     _, vocab, loaded = load_trained(str(output))
     assert loaded == config and vocab == list("0123")
-    assert json.loads((output / "train_config.json").read_text())["epochs"] == 1
+    train_config = json.loads((output / "train_config.json").read_text())
+    assert train_config["epochs"] == 1
+    assert train_config["augment"] == NO_AUGMENTATION.to_dict()
 
 
 def test_time_budget_schedule_holds_through_the_plateau_then_anneals():
