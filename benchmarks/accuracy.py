@@ -8,6 +8,10 @@ accuracy and CER on the 208 held-out images and the wall time of each training.
     flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/accuracy.py \\
         --configs full,keras-example-es,keras-example-100 --seeds 0,1,2
 
+That split is fold 4 of five (held out: files 4, 9, 14, ... counting from 0). `--folds 0,1,2,3,4`
+cross-validates: fold k holds out files k, k + 5, ..., so every image is read once by a model
+that never saw it.
+
 Recipes: `full` (PROFILES["full"]), `keras-example-es` (the example's architecture and
 recipe: early stopping with patience 10 on val_loss, best weights restored) and
 `keras-example-100` (the same architecture for a fixed 100 epochs, last weights kept).
@@ -36,6 +40,7 @@ from components.trainer import PROFILES, Profile, run_train  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
 HELD_OUT_EVERY = 5
+ACCEPTANCE_FOLD = HELD_OUT_EVERY - 1  # the issue's split: every fifth file in sorted order
 RECIPES: dict[str, Profile] = {
     "full": PROFILES["full"],
     "keras-example-es": PROFILES["keras-example"],
@@ -46,12 +51,18 @@ RECIPES: dict[str, Profile] = {
 }
 
 
-def split_files(data: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """(train files, held-out files): every fifth file in sorted order is held out."""
+def split_files(data: pathlib.Path, fold: int = ACCEPTANCE_FOLD
+                ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """(train files, held-out files): files fold, fold + 5, ... in sorted order are held out."""
     files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    held_out = files[HELD_OUT_EVERY - 1 :: HELD_OUT_EVERY]
-    train = [p for i, p in enumerate(files) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
+    held_out = files[fold::HELD_OUT_EVERY]
+    train = [p for i, p in enumerate(files) if i % HELD_OUT_EVERY != fold]
     return train, held_out
+
+
+def fold_work(work: pathlib.Path, fold: int) -> pathlib.Path:
+    """The acceptance fold keeps the top-level folders (tune.py shares its ingested examples)."""
+    return work if fold == ACCEPTANCE_FOLD else work / f"fold{fold}"
 
 
 def link_folder(folder: pathlib.Path, files: list[pathlib.Path]) -> pathlib.Path:
@@ -84,14 +95,16 @@ def ingest_train_and_held_out(train_images: pathlib.Path, held_out_images: pathl
     return str(train_dir), str(held_out_dir)
 
 
-def prepare(data: pathlib.Path, work: pathlib.Path) -> tuple[str, str]:
-    """Ingest the 832 training files (all train) and the 208 held-out files (all eval)."""
-    train_files, held_out_files = split_files(data)
+def prepare(data: pathlib.Path, work: pathlib.Path, fold: int = ACCEPTANCE_FOLD
+            ) -> tuple[str, str]:
+    """Ingest the fold's 832 training files (all train) and 208 held-out files (all eval)."""
+    work = fold_work(work, fold)
+    train_files, held_out_files = split_files(data, fold)
     return ingest_train_and_held_out(link_folder(work / "images-train", train_files),
                                      link_folder(work / "images-heldout", held_out_files), work)
 
 
-def run_one(recipe: str, seed: int, epochs: int | None, max_minutes: float | None,
+def run_one(recipe: str, seed: int, fold: int, epochs: int | None, max_minutes: float | None,
             train_dir: str, held_out_dir: str, work: pathlib.Path) -> dict:
     profile = RECIPES[recipe]
     changes = {"seed": seed, "verbose": 2}
@@ -100,15 +113,16 @@ def run_one(recipe: str, seed: int, epochs: int | None, max_minutes: float | Non
     if max_minutes is not None:
         changes["max_minutes"] = max_minutes or None
     train_config = profile.train.replace(**changes)
-    model_dir = work / "models" / f"{recipe}-seed{seed}"
+    fold_dir = fold_work(work, fold)
+    model_dir = fold_dir / "models" / f"{recipe}-seed{seed}"
     start = time.perf_counter()
     cpu_start = time.process_time()
     summary = run_train(train_dir, str(model_dir), profile.model, train_config)
     train_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
-    metrics = run_evaluate(str(model_dir), held_out_dir, str(work / "evaluations" / model_dir.name))
+    metrics = run_evaluate(str(model_dir), held_out_dir, str(fold_dir / "evaluations" / model_dir.name))
     return {
-        "recipe": recipe, "seed": seed, "max_epochs": train_config.epochs,
+        "recipe": recipe, "seed": seed, "fold": fold, "max_epochs": train_config.epochs,
         "max_minutes": train_config.max_minutes,
         "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
         "accuracy": metrics["accuracy"], "cer": metrics["cer"],
@@ -122,14 +136,15 @@ def run_one(recipe: str, seed: int, epochs: int | None, max_minutes: float | Non
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| recipe | seed | epochs (best) | held-out accuracy | CER | train wall min |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| recipe | fold | seed | epochs (best) | held-out accuracy | CER | train wall min |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['recipe']} | {r['seed']} | {r['epochs_run']} ({r['best_epoch']}) | "
+        lines.append(f"| {r['recipe']} | {r['fold']} | {r['seed']} | "
+                     f"{r['epochs_run']} ({r['best_epoch']}) | "
                      f"{r['accuracy']:.2%} | {r['cer']:.4f} | {r['train_minutes']:.1f} |")
     for recipe in dict.fromkeys(r["recipe"] for r in results):
         accuracies = [r["accuracy"] for r in results if r["recipe"] == recipe]
-        lines.append(f"| **{recipe} mean** ({len(accuracies)} seeds) | | | "
+        lines.append(f"| **{recipe} mean** ({len(accuracies)} runs) | | | | "
                      f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) | | |")
     return "\n".join(lines)
 
@@ -141,6 +156,9 @@ def main() -> int:
     parser.add_argument("--configs", default=",".join(RECIPES),
                         help=f"comma-separated recipes among {', '.join(RECIPES)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--folds", default=str(ACCEPTANCE_FOLD),
+                        help="comma-separated folds among 0-4 (fold k holds out files k, k + 5, "
+                             f"...); default {ACCEPTANCE_FOLD}, the issue's split")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' max epochs")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="override the recipes' training time budget; 0: none (measure "
@@ -153,16 +171,21 @@ def main() -> int:
         parser.error(f"unknown recipes {sorted(unknown)}; choose from {list(RECIPES)}")
     if not args.data.is_dir():
         parser.error(f"no data at {args.data}")
-    train_dir, held_out_dir = prepare(args.data, args.work)
+    folds = [int(k) for k in args.folds.split(",")]
+    if not set(folds) <= set(range(HELD_OUT_EVERY)):
+        parser.error(f"folds are among 0-{HELD_OUT_EVERY - 1}, got {folds}")
     results = []
-    for recipe in recipes:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            result = run_one(recipe, seed, args.epochs, args.max_minutes, train_dir, held_out_dir,
-                             args.work)
-            results.append(result)
-            with open(args.work / "results.jsonl", "a") as f:
-                f.write(json.dumps(result) + "\n")
-            print(json.dumps({k: v for k, v in result.items() if k != "model_config"}), flush=True)
+    for fold in folds:
+        train_dir, held_out_dir = prepare(args.data, args.work, fold)
+        for recipe in recipes:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                result = run_one(recipe, seed, fold, args.epochs, args.max_minutes, train_dir,
+                                 held_out_dir, args.work)
+                results.append(result)
+                with open(args.work / "results.jsonl", "a") as f:
+                    f.write(json.dumps(result) + "\n")
+                print(json.dumps({k: v for k, v in result.items() if k != "model_config"}),
+                      flush=True)
     print(table(results))
     return 0
 
