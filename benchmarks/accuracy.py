@@ -171,6 +171,7 @@ def main() -> int:
         parser.error(f"unknown recipes {sorted(unknown)}; choose from {list(RECIPES)}")
     if not args.data.is_dir():
         parser.error(f"no data at {args.data}")
+    seeds = [int(s) for s in args.seeds.split(",")]
     folds = [int(k) for k in args.folds.split(",")]
     if not set(folds) <= set(range(HELD_OUT_EVERY)):
         parser.error(f"folds are among 0-{HELD_OUT_EVERY - 1}, got {folds}")
@@ -178,7 +179,7 @@ def main() -> int:
     for fold in folds:
         train_dir, held_out_dir = prepare(args.data, args.work, fold)
         for recipe in recipes:
-            for seed in (int(s) for s in args.seeds.split(",")):
+            for seed in seeds:
                 result = run_one(recipe, seed, fold, args.epochs, args.max_minutes, train_dir,
                                  held_out_dir, args.work)
                 results.append(result)
