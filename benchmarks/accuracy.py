@@ -36,7 +36,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from components import examples  # noqa: E402
 from components.evaluator import run_evaluate  # noqa: E402
 from components.example_gen import IngestConfig, run_ingest  # noqa: E402
-from components.trainer import PROFILES, Profile, run_train  # noqa: E402
+from components.trainer import run_train  # noqa: E402
+from pipeline.configs import PROFILES, Profile  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
 HELD_OUT_EVERY = 5

@@ -32,7 +32,8 @@ from components import examples  # noqa: E402
 from components.model import build_model  # noqa: E402
 from components.predict import INPUT_NAME, ExportedModel  # noqa: E402
 from components.pusher import export_model  # noqa: E402
-from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, PROFILES  # noqa: E402
+from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE  # noqa: E402
+from pipeline.configs import PROFILES  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
 DEFAULT_DDDD_PYTHON = "/tmp/dddd-venv/bin/python"

@@ -37,7 +37,8 @@ from accuracy import ingest_train_and_held_out  # noqa: E402
 from components.augmentation import NO_AUGMENTATION  # noqa: E402
 from components.evaluator import run_evaluate  # noqa: E402
 from components.synth import SynthConfig, generate  # noqa: E402
-from components.trainer import PROFILES, run_train  # noqa: E402
+from components.trainer import run_train  # noqa: E402
+from pipeline.configs import PROFILES  # noqa: E402
 
 TRAIN_SEED, HELD_OUT_SEED = 1, 2
 

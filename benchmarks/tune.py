@@ -32,8 +32,9 @@ import accuracy  # noqa: E402  (benchmarks/accuracy.py: the split and its ingest
 from components import examples  # noqa: E402
 from components.dataset import make_dataset  # noqa: E402
 from components.model import ModelConfig  # noqa: E402
-from components.trainer import PROFILES, TrainConfig, load_trained, run_train  # noqa: E402
+from components.trainer import TrainConfig, load_trained, run_train  # noqa: E402
 from components.tuner import TuneConfig, run_tune  # noqa: E402
+from pipeline.configs import PROFILES  # noqa: E402
 
 
 def train_and_evaluate(name: str, model_config: ModelConfig, train_config: TrainConfig,

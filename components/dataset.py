@@ -16,7 +16,7 @@ def parse_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def read_split(examples_dirs: str | list[str], split: str) -> tf.data.Dataset:
     """Parsed Contract 1 examples of one split, from one or more ExampleGen outputs (spans)."""
-    dirs = [examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs)
+    dirs = examples.as_list(examples_dirs)
     files = sorted(f for d in dirs for f in tf.io.gfile.glob(examples.shard_pattern(d, split)))
     if not files:
         raise FileNotFoundError(f"no {split} shards under {dirs}")

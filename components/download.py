@@ -20,6 +20,9 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 
+from components import artifact_io
+from components.settings import setting
+
 DEFAULT_URL = "https://github.com/AakashKumarNain/CaptchaCracker/raw/master/captcha_images_v2.zip"
 DEFAULT_DEST = "data/captcha_images_v2"
 EXPECTED_COUNT = 1040
@@ -33,11 +36,12 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    url: str = DEFAULT_URL  # a setting, so a mirror can be used
-    dest: str = DEFAULT_DEST
-    expected_count: int = EXPECTED_COUNT
-    label_length: int = LABEL_LENGTH
-    expected_sha256: str | None = None  # pin a known digest to refuse anything else
+    url: str = setting(DEFAULT_URL, "the zip's URL (a mirror works too)")
+    dest: str = setting(DEFAULT_DEST, "folder for the PNGs")
+    expected_count: int = setting(EXPECTED_COUNT, "number of PNGs the zip must hold")
+    label_length: int = setting(LABEL_LENGTH, "characters in each file name's label")
+    expected_sha256: str | None = setting(None, "refuse a zip with another SHA-256",
+                                          flag="--sha256")
     timeout_seconds: float = 60.0
 
 
@@ -78,9 +82,7 @@ def download(config: DownloadConfig, show_progress: bool = True) -> DownloadResu
         os.rename(extracted, dest)
     result = DownloadResult(dest=dest, url=config.url, sha256=sha256, zip_bytes=size,
                             num_images=count, downloaded=True)
-    with open(manifest_path(dest) + ".tmp", "w") as f:
-        json.dump(asdict(result) | {"downloaded": False}, f, indent=2)
-    os.replace(manifest_path(dest) + ".tmp", manifest_path(dest))
+    artifact_io.write_json(manifest_path(dest), asdict(result) | {"downloaded": False})
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import csv
 import io
-import json
 import logging
 import posixpath
 from collections.abc import Sequence
@@ -20,14 +19,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components import examples
+from components import artifact_io, examples
 from components.dataset import read_split
 from components.model import decode_logits
 from components.plots import ERROR_COLOR, OK_COLOR, image_grid, training_curves
 from components.preprocessing import preprocess_image
-from components.trainer import HISTORY_FILE, atomic_output_dir, load_trained
+from components.trainer import HISTORY_FILE, load_trained
 
 log = logging.getLogger(__name__)
+
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "Evaluator"
 
 METRICS_FILE = "metrics.json"
 ERRORS_FILE = "errors.csv"
@@ -195,7 +197,7 @@ def run_evaluate(
     metrics.update(
         split=split,
         model_dir=model_dir,
-        examples_dirs=[examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs),
+        examples_dirs=examples.as_list(examples_dirs),
         mean_confidence=float(np.mean(readings["confidences"])),
     )
     confusion_counts = confusions(labels, predictions)
@@ -203,7 +205,7 @@ def run_evaluate(
         {"true": t, "predicted": p, "count": n} for (t, p), n in confusion_counts.most_common(10)
     ]
     config = readings["model_config"]
-    with atomic_output_dir(output_dir) as out:
+    with artifact_io.atomic_dir(output_dir) as out:
         _write_csv(
             posixpath.join(out, ERRORS_FILE),
             ["source", "label", "prediction", "confidence", "edit_distance"],
@@ -224,8 +226,7 @@ def run_evaluate(
         history = posixpath.join(model_dir, HISTORY_FILE)
         if tf.io.gfile.exists(history):
             training_curves(history, posixpath.join(out, CURVES_FILE))
-        with tf.io.gfile.GFile(posixpath.join(out, METRICS_FILE), "w") as f:
-            json.dump(metrics, f, indent=2)
+        artifact_io.write_json(posixpath.join(out, METRICS_FILE), metrics)
     log.info("%s: accuracy %.4f, CER %.4f on %d %s examples", model_dir, metrics["accuracy"],
              metrics["cer"], metrics["num_examples"], split)
     return metrics

@@ -11,10 +11,9 @@ records are grouped by (split, shard) straight after decoding and exact duplicat
 shard writer, which drops them. Beside it, a shuffle of the records without their bytes, by
 SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary.
 
-The job writes into a temporary sibling folder that is renamed into place only after it has
-succeeded and the counts add up (inputs = written + rejected); on filesystems without
-directory rename (gs://) it writes in place and `metadata.json`, written last, marks the
-output complete.
+The job writes into a temporary sibling folder (`components.artifact_io.atomic_dir`) that
+replaces the output only after it has succeeded and the counts add up (inputs = written +
+rejected); `metadata.json`, written last, marks the output complete.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import logging
 import os
 import posixpath
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -37,7 +35,8 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import examples
+from components import artifact_io, examples
+from components.settings import setting
 
 # Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
 DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
@@ -61,18 +60,30 @@ CONFLICTING_LABELS = "conflicting_labels"
 
 log = logging.getLogger(__name__)
 
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "ExampleGen"
+
 
 @dataclass(frozen=True)
 class IngestConfig:
-    labels_csv: str | None = None  # `filename,label` rows, names relative to the CSV's folder
-    label_pattern: str = DEFAULT_LABEL_PATTERN  # regex on the file name stem; group `label`
-    alphabet: str | None = None  # allowed characters; None allows any
-    vocab_path: str | None = None  # an existing vocab.txt (retraining): never re-mapped
-    max_label_length: int | None = None  # longer labels are rejected; None: no limit
-    eval_percent: int = examples.DEFAULT_EVAL_PERCENT
-    num_shards: int = DEFAULT_NUM_SHARDS  # per split
-    span: int = 0
-    overwrite: bool = False
+    labels_csv: str | None = setting(
+        None, "CSV with header filename,label (names relative to the CSV's folder)",
+        flag="--labels", metavar="CSV", shown_default="labels from the file names")
+    label_pattern: str = setting(
+        DEFAULT_LABEL_PATTERN, "regex on the file name stem; its group `label` (or the whole "
+        "match) is the label: 226md.png -> 226md, ab12_17.png -> ab12")
+    alphabet: str | None = setting(
+        None, "allowed characters; labels with others are rejected", shown_default="any")
+    vocab_path: str | None = setting(
+        None, "use this vocab.txt (retraining): characters outside it are rejected",
+        flag="--vocab", metavar="VOCAB_TXT")
+    max_label_length: int | None = setting(None, "reject longer labels",
+                                           shown_default="no limit")
+    eval_percent: int = setting(examples.DEFAULT_EVAL_PERCENT,
+                                "share of images (by SHA-256) in the eval split")
+    num_shards: int = setting(DEFAULT_NUM_SHARDS, "TFRecord shards per split")
+    span: int = setting(0, "ingestion batch number (0 first, then 1, 2, ... per retraining)")
+    overwrite: bool = setting(False, "replace an existing output")
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_percent <= 100:
@@ -457,29 +468,6 @@ def _check_output(output: str, overwrite: bool) -> None:
         raise FileExistsError(f"{output} is {state}; choose another folder or overwrite")
 
 
-def _prepare_work_dir(output: str) -> str:
-    """The folder the job writes into: a fresh temporary sibling locally, else `output`."""
-    if _is_local(output):
-        parent, name = os.path.split(os.path.abspath(output))
-        os.makedirs(parent, exist_ok=True)
-        return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    if tf.io.gfile.exists(output):
-        tf.io.gfile.rmtree(output)  # only reached with overwrite (see _check_output)
-    return output
-
-
-def _publish(work_dir: str, output: str) -> None:
-    if work_dir == output:
-        return
-    if os.path.exists(output):
-        trash = f"{work_dir}.old"
-        os.rename(output, trash)
-        os.rename(work_dir, output)
-        tf.io.gfile.rmtree(trash)
-    else:
-        os.rename(work_dir, output)
-
-
 def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
     """A split with fewer examples than shards still gets every shard file (empty ones)."""
     for split in examples.SPLITS:
@@ -527,12 +515,10 @@ def run_ingest(images: str, output: str, config: IngestConfig,
     """Runs the ExampleGen job; returns the content of `<output>/metadata.json`."""
     _check_output(output, config.overwrite)
     plan = plan_ingest(images, output, config)
-    work_dir = _prepare_work_dir(output)
-    plan.output_dir = work_dir
     options = PipelineOptions(list(beam_args))
     log.info("ingesting %d files from %s into %s", len(plan.inputs), images, output)
-    try:
-        tf.io.gfile.makedirs(work_dir)
+    with artifact_io.atomic_dir(output) as work_dir:
+        plan.output_dir = work_dir
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, plan)
         summary_path = posixpath.join(work_dir, SUMMARY_FILE)
@@ -555,12 +541,7 @@ def run_ingest(images: str, output: str, config: IngestConfig,
         examples.write_vocab(posixpath.join(work_dir, examples.VOCAB_FILE), summary["vocab"])
         metadata = _metadata(images, plan, summary, options)
         tf.io.gfile.remove(summary_path)
-        with tf.io.gfile.GFile(posixpath.join(work_dir, examples.METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
-    except BaseException:
-        if work_dir != output and tf.io.gfile.exists(work_dir):
-            tf.io.gfile.rmtree(work_dir)
-        raise
-    _publish(work_dir, output)
+        artifact_io.write_json(posixpath.join(work_dir, examples.METADATA_FILE), metadata,
+                               sort_keys=True)
     log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])
     return metadata

@@ -7,8 +7,10 @@ names, the split rule and the vocabulary format are written down exactly once.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -112,3 +114,29 @@ def write_vocab(path: str, chars: Sequence[str]) -> None:
 def encode_label(label: str, vocab: Sequence[str]) -> list[int]:
     index = {c: i for i, c in enumerate(vocab)}
     return [index[c] for c in label]
+
+
+def read_metadata(examples_dir: str) -> dict[str, Any]:
+    """ExampleGen's `metadata.json`: counts, label lengths and image sizes of one span."""
+    with tf.io.gfile.GFile(posixpath.join(examples_dir, METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def max_label_length(examples_dirs: Sequence[str]) -> int:
+    """The longest label of any span: what the model's time steps must leave room for."""
+    return max(read_metadata(d)["max_label_length"] for d in examples_dirs)
+
+
+def combined_vocab(examples_dirs: Sequence[str]) -> list[str]:
+    """The vocab of the newest span; every older span's vocab must be a prefix of it."""
+    vocabs = [read_vocab(posixpath.join(d, VOCAB_FILE)) for d in examples_dirs]
+    newest = max(vocabs, key=len)
+    for directory, vocab in zip(examples_dirs, vocabs, strict=True):
+        if newest[: len(vocab)] != vocab:
+            raise ValueError(f"vocab of {directory} is not a prefix of the newest vocab {newest}")
+    return newest
+
+
+def as_list(examples_dirs: str | Sequence[str]) -> list[str]:
+    """One ExampleGen output folder or several (spans) -> a list of folders."""
+    return [examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs)

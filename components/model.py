@@ -8,7 +8,6 @@ the trainer feeds `label_ids + 1` padded with zeros.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from components import artifact_io
 from components.preprocessing import DEFAULT_IMAGE_HEIGHT, DEFAULT_IMAGE_WIDTH
 
 if TYPE_CHECKING:
@@ -75,13 +75,11 @@ class ModelConfig:
         return cls(**values)
 
     def to_json(self, path: str) -> None:
-        with tf.io.gfile.GFile(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+        artifact_io.write_json(path, self.to_dict())
 
     @classmethod
     def from_json(cls, path: str) -> ModelConfig:
-        with tf.io.gfile.GFile(path) as f:
-            return cls.from_dict(json.load(f))
+        return cls.from_dict(artifact_io.read_json(path))
 
 
 # The architecture of the Keras example "OCR model for reading Captchas", kept as a baseline.

@@ -17,7 +17,6 @@ by more than `tolerance` (or if `force`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import posixpath
 import uuid
@@ -27,7 +26,7 @@ import keras
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import examples
+from components import artifact_io, examples
 from components.model import ModelConfig, decode_logits, fold_batch_norm
 from components.predict import (
     INPUT_NAME,
@@ -37,9 +36,13 @@ from components.predict import (
     saved_model_versions,
 )
 from components.preprocessing import preprocess_image
+from components.settings import setting
 from components.trainer import MODEL_CONFIG_FILE, load_trained
 
 log = logging.getLogger(__name__)
+
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "Pusher"
 
 ASSETS_EXTRA = "assets.extra"
 BLESSING_FILE = "blessing.json"
@@ -53,11 +56,15 @@ TEMP_PREFIX = ".tmp-export-"
 class PushConfig:
     """When a candidate may replace the served model, and where it goes."""
 
-    min_accuracy: float = 0.0  # sequence accuracy on the eval split, through the signature
-    tolerance: float = 0.0  # how far below the newest served version the candidate may be
-    force: bool = False  # push whatever the evaluation says
-    model_name: str | None = None  # export to <export_dir>/<model_name>/<version>/
-    batch_size: int = 64  # for the evaluations
+    min_accuracy: float = setting(
+        0.0, "push only a model whose serving signature reads at least this share of the "
+        "eval captchas")
+    tolerance: float = setting(
+        0.0, "how far below the served version's accuracy a candidate may be and still be pushed")
+    force: bool = setting(False, "push whatever the evaluation says", flag="--force-push")
+    model_name: str | None = setting(
+        None, "lay out EXPORT/NAME/<version>/ for a multi-model server")
+    batch_size: int = setting(64, "images per batch in the blessing evaluations")
     metrics_path: str | None = None  # the evaluator's metrics.json, kept in assets.extra
 
     def __post_init__(self) -> None:
@@ -148,11 +155,6 @@ def export_base(export_dir: str, model_name: str | None = None) -> str:
     return posixpath.join(export_dir, model_name) if model_name else export_dir
 
 
-def _write_json(path: str, content: dict) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(content, f, indent=2)
-
-
 def _warmup_record() -> bytes:
     """One PredictionLog with a small blank PNG, in TF Serving's warmup format."""
     request = predict_pb2.PredictRequest(
@@ -239,7 +241,7 @@ def bless(
     """(push?, why) from the candidate's and the newest served version's eval metrics."""
     accuracy = candidate["accuracy"]
     if config.force:
-        return True, "forced (--force): evaluation not enforced"
+        return True, "forced (--force-push): evaluation not enforced"
     if accuracy < config.min_accuracy:
         return False, (
             f"candidate accuracy {accuracy:.4f} is below the threshold {config.min_accuracy:.4f}"
@@ -282,7 +284,7 @@ def run_push(
             )
         pushed, reason = bless(candidate, baseline, config)
         if pushed:
-            _write_json(
+            artifact_io.write_json(
                 posixpath.join(temp_dir, ASSETS_EXTRA, BLESSING_FILE),
                 {"reason": reason, "candidate": candidate, "baseline": baseline,
                  "baseline_version": baseline_version, "config": dataclasses.asdict(config)},

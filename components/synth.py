@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from components.settings import setting
+
 DEFAULT_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 LABELS_CSV = "labels.csv"
 CHUNK = 200  # images per unit of work for parallel rendering
@@ -29,19 +31,26 @@ _FILE_NAME_UNSAFE = set("_/\\\0")
 
 log = logging.getLogger(__name__)
 
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "SyntheticGen"
+
 
 @dataclass(frozen=True)
 class SynthConfig:
-    count: int = 1000
-    seed: int = 0
-    alphabet: str = DEFAULT_ALPHABET
+    count: int = setting(1000, "number of images")
+    seed: int = setting(0, "same seed, byte-identical images")
+    alphabet: str = setting(DEFAULT_ALPHABET, "characters labels are drawn from")
     min_length: int = 4
     max_length: int = 6
-    width: int = 200
-    height: int = 50
-    fonts: tuple[str, ...] = ()  # empty: the captcha package's bundled DroidSansMono
+    width: int = setting(200, "image width in pixels")
+    height: int = setting(50, "image height in pixels")
+    fonts: tuple[str, ...] = setting(
+        (), "a TrueType font file; repeat for several (none: the captcha package's "
+        "DroidSansMono)", flag="--font", metavar="TTF")
     font_sizes: tuple[int, ...] = ()  # empty: chosen to fit the height
-    labels_csv: bool = False  # write `labels.csv` (filename,label) instead of labels in names
+    labels_csv: bool = setting(
+        False, "name files 000000.png ... and write labels.csv instead of putting labels in "
+        "file names")
 
     def __post_init__(self) -> None:
         if self.count < 0:

@@ -7,33 +7,27 @@ name and renamed into place at the end, so a crash never leaves a folder that lo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import math
 import posixpath
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from components import examples
+from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
-from components.model import (
-    KERAS_EXAMPLE,
-    LOGITS_LAYER,
-    ModelConfig,
-    build_model,
-    compile_model,
-)
-from components.synth import SynthConfig
+from components.model import LOGITS_LAYER, ModelConfig, build_model, compile_model
+from components.settings import setting
 
 log = logging.getLogger(__name__)
+
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "Trainer"
 
 MODEL_FILE = "model.keras"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -57,8 +51,9 @@ LEARNING_STARTED = 0.05  # validation whole-captcha accuracy that ends the plate
 class TrainConfig:
     """How to train (the model's own hyperparameters live in ModelConfig)."""
 
-    epochs: int = 100  # upper bound; early stopping and `max_minutes` may end sooner
-    batch_size: int = 16
+    epochs: int = setting(100, "at most this many epochs (early stopping or --max-minutes may "
+                          "end sooner)")
+    batch_size: int = setting(16, "images per training step")
     monitor: str = SELECTION_SCORE
     # CTC models read nothing for the first epochs (the blank plateau): wait that long.
     patience: int = 20
@@ -67,10 +62,13 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
     min_learning_rate: float = 1e-5
-    augment: AugmentConfig = NO_AUGMENTATION
+    augment: AugmentConfig = setting(
+        NO_AUGMENTATION, "train without augmentation (for tens of thousands of captchas, where "
+        "it holds the model back more than it helps)", flag="--no-augment", const=NO_AUGMENTATION)
     validation_percent: int = 10  # of the train split, held out to pick the best epoch
-    seed: int = 0
-    max_minutes: float | None = None  # stop before an epoch that would end past this
+    seed: int = setting(0, "random seed of weights, shuffling and augmentation")
+    max_minutes: float | None = setting(None, "training time budget in minutes",
+                                        metavar="MINUTES")
     warm_start: str | None = None  # an earlier model folder; its vocab must be a prefix
     verbose: int | str = "auto"  # Keras progress output
     measure_input_pipeline: bool = True
@@ -97,87 +95,6 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-@dataclasses.dataclass(frozen=True)
-class Profile:
-    model: ModelConfig
-    train: TrainConfig
-
-
-# The Keras example's recipe: its architecture, batch 16, Adam 1e-3, early stopping with
-# patience 10 on val_loss (which can stop inside the CTC plateau and read nothing).
-KERAS_EXAMPLE_TRAINING = TrainConfig(
-    epochs=100, batch_size=16, monitor="val_loss", patience=10, lr_schedule="constant"
-)
-
-PROFILES: dict[str, Profile] = {
-    # The demo: `captcha-ocr run` on DEMO_SYNTH, 5 minutes of training on 2 cores. Images at
-    # 128x32 cost 2.5x less than at 200x50; 12 epochs on 7,219 of them read 95.8 % of 1,000
-    # fresh synthetic captchas, 5 minutes on a busy machine 94 % (benchmarks/README.md).
-    "quick": Profile(
-        model=ModelConfig(image_height=32, image_width=128, conv_filters=(16, 32, 64),
-                          batch_norm=True, dense_units=64, lstm_units=(96,), dropout=0.1,
-                          lstm_dropout=0.1, learning_rate=3e-3),
-        train=TrainConfig(epochs=200, batch_size=32, patience=200, lr_schedule="cosine-time",
-                          warmup_epochs=1, max_minutes=5.0),
-    ),
-    # The best model: batch norm, a third conv block, warmup + cosine LR, augmentation. Thin
-    # early convs (16, 32 filters) where the activations are largest and one BiLSTM read the
-    # real captchas as well as conv 32-64-64 + BiLSTM 128-64 did, at 2.5x its serving speed
-    # and twice its training speed (benchmarks/README.md).
-    "full": Profile(
-        model=ModelConfig(conv_filters=(16, 32, 64), batch_norm=True, dense_units=128,
-                          lstm_units=(128,), dropout=0.2, lstm_dropout=0.25,
-                          learning_rate=2e-3),
-        train=TrainConfig(epochs=60, batch_size=16, patience=20, lr_schedule="cosine",
-                          warmup_epochs=2, augment=AugmentConfig(), max_minutes=14.0),
-    ),
-    "keras-example": Profile(model=KERAS_EXAMPLE, train=KERAS_EXAMPLE_TRAINING),
-}
-
-# The synthetic captchas `captcha-ocr run` makes when given no images: 4-6 characters at
-# 200x50 like the synth defaults, from the 31 symbols left when the look-alikes 0/o and
-# 1/l/i are dropped (as real captcha sets do; they were the quick model's most frequent
-# confusions). 8,000 images: 6,400 to train on (80 %), 1,600 to evaluate; generating and
-# ingesting them takes about 1 minute each on 2 cores.
-DEMO_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
-DEMO_SYNTH = SynthConfig(count=8000, seed=0, alphabet=DEMO_ALPHABET, min_length=4, max_length=6)
-
-
-def read_metadata(examples_dir: str) -> dict[str, Any]:
-    with tf.io.gfile.GFile(posixpath.join(examples_dir, examples.METADATA_FILE)) as f:
-        return json.load(f)
-
-
-def combined_vocab(examples_dirs: Sequence[str]) -> list[str]:
-    """The vocab of the newest span; every older span's vocab must be a prefix of it."""
-    vocabs = [examples.read_vocab(posixpath.join(d, examples.VOCAB_FILE)) for d in examples_dirs]
-    newest = max(vocabs, key=len)
-    for directory, vocab in zip(examples_dirs, vocabs, strict=False):
-        if newest[: len(vocab)] != vocab:
-            raise ValueError(f"vocab of {directory} is not a prefix of the newest vocab {newest}")
-    return newest
-
-
-@contextlib.contextmanager
-def atomic_output_dir(output_dir: str) -> Iterator[str]:
-    """Yields a temporary sibling folder that replaces `output_dir` only if the block succeeds."""
-    output_dir = output_dir.rstrip("/")
-    temp_dir = f"{output_dir}.tmp-{uuid.uuid4().hex[:8]}"
-    tf.io.gfile.makedirs(temp_dir)
-    try:
-        yield temp_dir
-    except BaseException:
-        tf.io.gfile.rmtree(temp_dir)
-        raise
-    if tf.io.gfile.exists(output_dir):
-        old_dir = f"{output_dir}.old-{uuid.uuid4().hex[:8]}"
-        tf.io.gfile.rename(output_dir, old_dir)
-        tf.io.gfile.rename(temp_dir, output_dir)
-        tf.io.gfile.rmtree(old_dir)
-    else:
-        tf.io.gfile.rename(temp_dir, output_dir)
 
 
 def load_trained(model_dir: str) -> tuple[keras.Model, list[str], ModelConfig]:
@@ -373,9 +290,9 @@ def run_train(
     train_config: TrainConfig,
 ) -> dict[str, Any]:
     """Train on the train split (minus a validation holdout); returns `train_summary.json`."""
-    dirs = [examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs)
-    vocab = combined_vocab(dirs)
-    max_label_length = max(read_metadata(d)["max_label_length"] for d in dirs)
+    dirs = examples.as_list(examples_dirs)
+    vocab = examples.combined_vocab(dirs)
+    max_label_length = examples.max_label_length(dirs)
     model_config.check_label_length(max_label_length)
     keras.utils.set_random_seed(train_config.seed)
 
@@ -395,7 +312,7 @@ def run_train(
         warm_start(model, vocab, train_config.warm_start)
     compile_model(model, _learning_rate(model_config, train_config, steps_per_epoch))
 
-    with atomic_output_dir(output_dir) as out:
+    with artifact_io.atomic_dir(output_dir) as out:
         callbacks = _callbacks(train_config, model_config, out)
         epoch_times = _EpochTimes()
         start = time.perf_counter()
@@ -433,10 +350,8 @@ def run_train(
         model.save(posixpath.join(out, MODEL_FILE))
         examples.write_vocab(posixpath.join(out, examples.VOCAB_FILE), vocab)
         model_config.to_json(posixpath.join(out, MODEL_CONFIG_FILE))
-        with tf.io.gfile.GFile(posixpath.join(out, TRAIN_CONFIG_FILE), "w") as f:
-            json.dump(train_config.to_dict(), f, indent=2)
-        with tf.io.gfile.GFile(posixpath.join(out, SUMMARY_FILE), "w") as f:
-            json.dump(summary, f, indent=2)
+        artifact_io.write_json(posixpath.join(out, TRAIN_CONFIG_FILE), train_config.to_dict())
+        artifact_io.write_json(posixpath.join(out, SUMMARY_FILE), summary)
     log.info("model written to %s (best epoch %d of %d, %.0f s)", output_dir, best_epoch + 1,
              summary["epochs_run"], train_seconds)
     return summary

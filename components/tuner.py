@@ -40,19 +40,22 @@ import keras_tuner as kt
 import tensorflow as tf
 from matplotlib.figure import Figure
 
+from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
+from components.settings import setting
 from components.trainer import (
     MONITOR_MODES,
     SELECTION_SCORE,
     SelectionScore,
     TrainConfig,
-    combined_vocab,
-    read_metadata,
 )
 
 log = logging.getLogger(__name__)
+
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "Tuner"
 
 ALGORITHMS = ("hyperband", "bayesian", "random")
 DEFAULT_MAX_TRIALS = 20  # for random and bayesian; Hyperband's schedule sets its own count
@@ -71,15 +74,21 @@ RESUMABLE_CHANGES = ("max_trials", "time_budget_minutes", "overwrite", "verbose"
 class TuneConfig:
     """How to search (what is searched is `components.model.search_space`)."""
 
-    algorithm: str = "hyperband"
-    max_trials: int | None = None  # None: DEFAULT_MAX_TRIALS, or Hyperband's own schedule
-    max_epochs: int = 30  # per trial; Hyperband's largest bracket
-    time_budget_minutes: float | None = None  # no new trial and no new epoch past it
-    overwrite: bool = False  # start again instead of resuming
-    seed: int = 0
-    batch_size: int = 16
-    objective: str = SELECTION_SCORE  # or val_sequence_accuracy (max) or val_loss (min)
-    patience: int = 8  # early stopping inside each trial, in epochs
+    algorithm: str = setting("hyperband", "search algorithm", choices=ALGORITHMS)
+    max_trials: int | None = setting(
+        None, "stop after N trials", shown_default=f"{DEFAULT_MAX_TRIALS} for bayesian and "
+        "random, Hyperband's own schedule for hyperband")
+    max_epochs: int = setting(30, "epochs per trial (Hyperband's largest bracket)")
+    time_budget_minutes: float | None = setting(
+        None, "start no trial and no epoch after this long", flag="--time-budget",
+        metavar="MINUTES")
+    overwrite: bool = setting(False, "start again instead of resuming")
+    seed: int = setting(0, "random seed of the search and of every trial's weights")
+    batch_size: int = setting(16, "images per training step")
+    objective: str = setting(
+        SELECTION_SCORE, "what ranks trials: val_score is whole-captcha accuracy on the "
+        "trainer's validation holdout, CTC loss as tie-break", choices=tuple(MONITOR_MODES))
+    patience: int = setting(8, "early stopping inside each trial, in epochs")
     validation_percent: int = TrainConfig.validation_percent  # the trainer's holdout
     hyperband_factor: int = 3
     augment: AugmentConfig = NO_AUGMENTATION
@@ -208,21 +217,6 @@ class _StopBeforeDeadline(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _write_atomically(path: str, write: Callable[[str], None]) -> None:
-    """`write(temp_path)`, then rename over `path`: readers never see half a file."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    write(temp)
-    tf.io.gfile.rename(temp, path, overwrite=True)
-
-
-def _write_text(path: str, text: str | bytes) -> None:
-    def write(temp: str) -> None:
-        with tf.io.gfile.GFile(temp, "wb" if isinstance(text, bytes) else "w") as f:
-            f.write(text)
-
-    _write_atomically(path, write)
-
-
 def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any]) -> None:
     """Start again (`overwrite`), or check that a resumed search keeps its settings."""
     tf.io.gfile.makedirs(output_dir)
@@ -230,14 +224,9 @@ def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any
     config_path = posixpath.join(output_dir, TUNE_CONFIG_FILE)
     if config.overwrite:
         for name in (SEARCH_DIR, BEST_HYPERPARAMETERS_FILE, TRIALS_CSV, TRIALS_PNG, SUMMARY_FILE):
-            path = posixpath.join(output_dir, name)
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            elif tf.io.gfile.exists(path):
-                tf.io.gfile.remove(path)
+            artifact_io.remove(posixpath.join(output_dir, name))
     elif tf.io.gfile.exists(config_path):
-        with tf.io.gfile.GFile(config_path) as f:
-            previous = json.load(f)
+        previous = artifact_io.read_json(config_path)
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         if changed:
             raise ValueError(
@@ -245,7 +234,7 @@ def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any
                 f"resume it with the same ones, pass overwrite (--overwrite) to start again, "
                 f"or use another output folder"
             )
-    _write_text(config_path, json.dumps(settings, indent=2, sort_keys=True))
+    artifact_io.write_file(config_path, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def _trial_rows(
@@ -310,7 +299,7 @@ def _plot_trials(rows: list[dict[str, Any]], names: list[str], objective: str, p
                  f"trial {best['trial_id'] if best else '-'}")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    _write_text(path, buffer.getvalue())
+    artifact_io.write_file(path, buffer.getvalue())
 
 
 def _write_reports(
@@ -326,7 +315,7 @@ def _write_reports(
     writer.writeheader()
     for row in rows:  # the objective column is the trial's score: its objective at best_epoch
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    _write_text(posixpath.join(output_dir, TRIALS_CSV), buffer.getvalue())
+    artifact_io.write_file(posixpath.join(output_dir, TRIALS_CSV), buffer.getvalue())
     _plot_trials(rows, names, objective, posixpath.join(output_dir, TRIALS_PNG))
 
     completed = [t for t in oracle.get_best_trials(len(trials)) if t.status == "COMPLETED"]
@@ -337,9 +326,7 @@ def _write_reports(
     if completed:
         best = completed[0]
         best_config = search_space(best.hyperparameters.copy(), base)
-        _write_atomically(
-            posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE), best_config.to_json
-        )
+        best_config.to_json(posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE))
         report.update(
             best_trial_id=best.trial_id,
             best_score=best.score,
@@ -363,9 +350,9 @@ def run_tune(
     """
     start = time.time()
     deadline = start + 60 * config.time_budget_minutes if config.time_budget_minutes else None
-    dirs = [examples_dirs] if isinstance(examples_dirs, str) else list(examples_dirs)
-    vocab = combined_vocab(dirs)
-    max_label_length = max(read_metadata(d)["max_label_length"] for d in dirs)
+    dirs = examples.as_list(examples_dirs)
+    vocab = examples.combined_vocab(dirs)
+    max_label_length = examples.max_label_length(dirs)
     base_model_config.check_label_length(max_label_length)
     role = process_role()
 
@@ -431,6 +418,6 @@ def run_tune(
     summary["best_hyperparameters_path"] = (
         posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE) if "best_trial_id" in summary else None
     )
-    _write_text(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
+    artifact_io.write_file(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
     log.info("%d trials, best %s -> %s", summary["num_trials"], summary.get("best_score"), output_dir)
     return summary

@@ -15,19 +15,19 @@ against the previous batch's statistics (drift of the character distribution), a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
-import tensorflow_data_validation as tfdv
-from google.protobuf import text_format
-from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components import example_validator, examples, schema_gen, statistics_gen
-from components.validation_report import REPORT_FILE, write_report
+from components import artifact_io, examples
+from components.settings import setting
+
+if TYPE_CHECKING:
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
 DEFAULT_DRIFT_THRESHOLD = 0.1
 DEFAULT_OUTPUT_SUBDIR = "validation"
@@ -38,14 +38,25 @@ LENGTH_FEATURE = "label_length"
 
 log = logging.getLogger(__name__)
 
+# This component's folder under the pipeline root (pipeline/runner.py).
+PIPELINE_FOLDER = "Validation"
+
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    schema_path: str | None = None  # a curated schema.pbtxt; None: infer one from this data
-    previous_statistics: str | None = None  # previous batch: its validation dir or a stats file
-    drift_threshold: float | None = None  # L-infinity on label_ids; None: schema's, else 0.1
-    length_drift_threshold: float | None = None  # L-infinity on label_length; None: off
-    allow_anomalies: bool = False  # the caller goes on despite anomalies (the CLI exits 0)
+    schema_path: str | None = setting(
+        None, "a curated schema.pbtxt", flag="--schema", metavar="SCHEMA",
+        shown_default="infer one from this data and write it")
+    previous_statistics: str | None = setting(
+        None, "the previous batch's validation folder (or one FeatureStats.pb): check drift "
+        "of the character distribution against it", metavar="PATH")
+    drift_threshold: float | None = setting(
+        None, "L-infinity threshold on the character distribution", metavar="X",
+        shown_default=f"the schema's, else {DEFAULT_DRIFT_THRESHOLD}")
+    length_drift_threshold: float | None = setting(
+        None, "L-infinity threshold on the label length distribution", metavar="X",
+        shown_default="off")
+    allow_anomalies: bool = setting(False, "report anomalies but go on (exit 0)")
 
     def __post_init__(self) -> None:
         for name in ("drift_threshold", "length_drift_threshold"):
@@ -74,6 +85,8 @@ def default_output_dir(examples_dir: str) -> str:
 
 
 def _previous_statistics(previous: str | None, split: str):
+    from components import statistics_gen
+
     """A validation output folder gives the same split's statistics; a file is used as is.
 
     A folder without this split (say, an earlier batch ingested with no eval split) means no
@@ -102,14 +115,6 @@ def _drift_thresholds(config: ValidateConfig, schema: schema_pb2.Schema | None) 
     return thresholds
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write under a temporary name, then rename: a reader never sees half a file."""
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
-
-
 def run_validate(
     examples_dir: str,
     output_dir: str,
@@ -117,6 +122,14 @@ def run_validate(
     beam_args: Sequence[str] = (),
 ) -> ValidationResult:
     """Statistics, schema (given or inferred) and anomalies of one ExampleGen output."""
+    # TFDV is imported here, not with the module: it prints a notice on import, and the
+    # command line reads ValidateConfig for every subcommand's options.
+    import tensorflow_data_validation as tfdv
+    from google.protobuf import text_format
+
+    from components import example_validator, schema_gen, statistics_gen
+    from components.validation_report import REPORT_FILE, write_report
+
     vocab_path = posixpath.join(examples_dir, examples.VOCAB_FILE)
     if not tf.io.gfile.exists(vocab_path):
         raise FileNotFoundError(f"no {examples.VOCAB_FILE} in {examples_dir}: not an ingest output")
@@ -139,7 +152,7 @@ def run_validate(
             list(statistics.values()), len(vocab), _drift_thresholds(config, None)
         )
         schema_path = posixpath.join(output_dir, schema_gen.SCHEMA_FILE)
-        _write_text(schema_path, text_format.MessageToString(schema))
+        artifact_io.write_file(schema_path, text_format.MessageToString(schema))
         log.info("inferred and curated a schema: %s", schema_path)
     else:
         schema = schema_gen.set_drift_thresholds(
@@ -177,5 +190,5 @@ def run_validate(
         report_path=report_path,
         result_path=result_path,
     )
-    _write_text(result_path, json.dumps({**dataclasses.asdict(result), "ok": result.ok}, indent=2))
+    artifact_io.write_json(result_path, {**dataclasses.asdict(result), "ok": result.ok})
     return result

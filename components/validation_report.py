@@ -18,9 +18,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from components import artifact_io
 from components import statistics_gen as sg
 
 REPORT_FILE = "report.html"
@@ -169,7 +169,7 @@ def write_report(
     schema: schema_pb2.Schema | None = None,
     previous: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList | None] | None = None,
 ) -> str:
-    """Write the report (to a temporary name, then renamed) and return its path."""
+    """Write the report (atomically) and return its path."""
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
@@ -190,8 +190,5 @@ def write_report(
         for alt, data in _charts(stats, before, schema, vocab):
             parts.append(f"<img alt='{html.escape(split)}: {alt}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write("\n".join(parts))
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    artifact_io.write_file(path, "\n".join(parts))
     return path

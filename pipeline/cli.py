@@ -7,70 +7,169 @@ jobs (ExampleGen, TFDV statistics), so `--runner=DataflowRunner ...` works as on
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sys
 import warnings
+
+# Before TensorFlow and the Google client libraries load (the option classes below import
+# them): their C++ start-up chatter and Python-version notices say nothing about this run.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from components import settings
+from components.augmentation import AugmentConfig
+from components.example_gen import IngestConfig
+from components.pusher import PushConfig
+from components.synth import SynthConfig
+from components.trainer import TrainConfig
+from components.tuner import TuneConfig
+from components.validation import ValidateConfig
+from pipeline.configs import DEFAULT_PROFILE, PROFILES, resolve_recipe
+from pipeline.runner import RunConfig
 
 BEAM_VERBS = {"ingest", "validate", "run", "retrain"}
+
+
+def _value_type(hint: Any) -> Any:
+    """`int | None` -> int, `tuple[str, ...]` -> tuple, anything else as it is."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple
+    if args and origin is not tuple:
+        return _value_type(args[0])
+    return hint
+
+
+def _describe(value: Any) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, AugmentConfig):
+        return "augmented" if value.enabled else "not augmented"
+    return str(value)
+
+
+def add_settings(
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    *,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+    default_of: Callable[[dataclasses.Field], str] | None = None,
+) -> None:
+    """An option for each `setting` field of `config_class` (components/settings.py).
+
+    Every option defaults to None, "not given", so the config's own default (or the
+    profile's) applies; `--help` shows that default, through `default_of` where it depends
+    on more than the field.
+    """
+    hints = typing.get_type_hints(config_class)
+    for field in settings.documented_fields(config_class):
+        if field.name in skip or (only is not None and field.name not in only):
+            continue
+        meta = field.metadata
+        shown = meta["shown_default"] or (
+            default_of(field) if default_of else _describe(field.default))
+        kwargs: dict[str, Any] = {"dest": field.name, "default": None,
+                                  "help": f"{meta['help']} (default: {shown})"}
+        kind = _value_type(hints[field.name])
+        if meta["const"] is not dataclasses.MISSING:
+            kwargs.update(action="store_const", const=meta["const"])
+        elif kind is bool:
+            kwargs["action"] = (argparse.BooleanOptionalAction if field.default is None
+                                else "store_true")
+        elif kind is tuple:
+            kwargs.update(action="append", metavar=meta["metavar"])
+        else:
+            kwargs.update(type=kind, metavar=meta["metavar"], choices=meta["choices"])
+        parser.add_argument(settings.flag_name(field), **kwargs)
+
+
+def given_settings(config_class: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The `setting` fields of `config_class` given on the command line, by field name."""
+    given = {}
+    for field in settings.documented_fields(config_class):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            given[field.name] = tuple(value) if isinstance(value, list) else value
+    return given
+
+
+def _profile_default(field: dataclasses.Field) -> str:
+    """A TrainConfig default comes from the chosen profile: list them when they differ."""
+    values = {name: _describe(getattr(p.train, field.name)) for name, p in PROFILES.items()}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return "the profile's: " + ", ".join(f"{name} {value}" for name, value in values.items())
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser, default_profile: str = DEFAULT_PROFILE) -> None:
+    """--profile and --hyperparameters: what `resolve_recipe` combines with TrainConfig flags."""
+    p.add_argument("--profile", choices=tuple(PROFILES), default=default_profile,
+                   help=f"model and training recipe, see pipeline/configs.py "
+                        f"(default: {default_profile})")
+    p.add_argument("--hyperparameters", default=None, metavar="JSON",
+                   help="a ModelConfig JSON (e.g. the tuner's best_hyperparameters.json) "
+                        "instead of the profile's model")
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    add_settings(p, TrainConfig, default_of=_profile_default)
+
+
+def _add_examples_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--examples", required=required, nargs="+", metavar="DIR",
+                   help="ExampleGen output folder(s), one per span")
+
+
+def _recipe(args: argparse.Namespace, **train_changes: Any):
+    return resolve_recipe(args.profile, args.hyperparameters,
+                          **given_settings(TrainConfig, args), **train_changes)
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package)")
     p.add_argument("--out", required=True, help="folder for the PNGs (local or gs://)")
-    p.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical images")
-    p.add_argument("--alphabet", default=None,
-                   help="characters labels are drawn from (default 0-9a-z)")
-    p.add_argument("--length", default="4-6", help="label length or range, e.g. 5 or 4-6")
-    p.add_argument("--width", type=int, default=200)
-    p.add_argument("--height", type=int, default=50)
-    p.add_argument("--font", action="append", default=[], metavar="TTF",
-                   help="a TrueType font file; repeat for several (default: DroidSansMono)")
-    p.add_argument("--labels-csv", action="store_true",
-                   help="name files 000000.png ... and write labels.csv instead of "
-                        "putting labels in file names")
+    p.add_argument("--length", default=None,
+                   help=f"label length or range, e.g. 5 or 4-6 (default: "
+                        f"{SynthConfig.min_length}-{SynthConfig.max_length})")
+    add_settings(p, SynthConfig)
     p.add_argument("--workers", type=int, default=1, help="render in N processes (same files)")
     p.set_defaults(handler=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from components.synth import DEFAULT_ALPHABET, SynthConfig, generate, parse_length_range
+    from components.synth import generate, parse_length_range
 
-    min_length, max_length = parse_length_range(args.length)
-    config = SynthConfig(
-        count=args.count, seed=args.seed, alphabet=args.alphabet or DEFAULT_ALPHABET,
-        min_length=min_length, max_length=max_length, width=args.width, height=args.height,
-        fonts=tuple(args.font), labels_csv=args.labels_csv,
-    )
-    written = generate(args.out, config, workers=args.workers)
+    chosen = given_settings(SynthConfig, args)
+    if args.length:
+        chosen["min_length"], chosen["max_length"] = parse_length_range(args.length)
+    written = generate(args.out, SynthConfig(**chosen), workers=args.workers)
     print(f"wrote {len(written)} captchas to {args.out}")
     return 0
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
-    from components.download import DEFAULT_DEST, DEFAULT_URL, EXPECTED_COUNT, LABEL_LENGTH
+    from components.download import DownloadConfig
 
     p = sub.add_parser("download", help="fetch the Keras example's captcha data set")
-    p.add_argument("--url", default=DEFAULT_URL, help="the zip's URL (a mirror works too)")
-    p.add_argument("--dest", default=DEFAULT_DEST, help=f"folder for the PNGs ({DEFAULT_DEST})")
-    p.add_argument("--expected-count", type=int, default=EXPECTED_COUNT,
-                   help=f"number of PNGs the zip must hold ({EXPECTED_COUNT})")
-    p.add_argument("--label-length", type=int, default=LABEL_LENGTH,
-                   help=f"characters in each file name's label ({LABEL_LENGTH})")
-    p.add_argument("--sha256", default=None, help="refuse a zip with another SHA-256")
+    add_settings(p, DownloadConfig)
     p.set_defaults(handler=_run_download)
 
 
 def _run_download(args: argparse.Namespace, beam_args: list[str]) -> int:
     from components.download import DownloadConfig, download, manifest_path
 
-    result = download(DownloadConfig(
-        url=args.url, dest=args.dest, expected_count=args.expected_count,
-        label_length=args.label_length, expected_sha256=args.sha256,
-    ))
+    result = download(DownloadConfig(**given_settings(DownloadConfig, args)))
     state = "downloaded" if result.downloaded else "already there, nothing to do"
     print(f"{result.dest}: {result.num_images} images ({state})")
     print(f"zip SHA-256 {result.sha256} ({result.zip_bytes} bytes), kept in "
@@ -88,35 +187,18 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True,
                    help="folder, glob pattern or gs:// prefix of PNG/JPEG files")
     p.add_argument("--output", required=True, help="output folder (local or gs://)")
-    p.add_argument("--labels", dest="labels_csv", default=None, metavar="CSV",
-                   help="CSV with header filename,label (names relative to the CSV's folder); "
-                        "default: labels from file names")
-    p.add_argument("--label-pattern", default=None,
-                   help="regex on the file name stem; the group `label` (or the whole match) "
-                        "is the label (default ^(?P<label>[^_]+): 226md.png, ab12_17.png)")
-    p.add_argument("--alphabet", default=None,
-                   help="allowed characters; labels with others are rejected (default: any)")
-    p.add_argument("--vocab", dest="vocab_path", default=None, metavar="VOCAB_TXT",
-                   help="use this vocab.txt (retraining): unknown characters are rejected")
-    p.add_argument("--max-label-length", type=int, default=None)
-    p.add_argument("--eval-percent", type=int, default=None, help="default 20")
-    p.add_argument("--num-shards", type=int, default=None, help="shards per split (default 4)")
-    p.add_argument("--span", type=int, default=0, help="ingestion batch number")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_settings(p, IngestConfig)
     p.set_defaults(handler=_run_ingest)
 
 
 def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import dataclasses
-
     from rich.console import Console
 
-    from components.example_gen import IngestConfig, run_ingest
+    from components.example_gen import run_ingest
 
-    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(IngestConfig)
-              if getattr(args, f.name, None) is not None}
+    config = IngestConfig(**given_settings(IngestConfig, args))
     with Console(stderr=True).status(f"ingesting {args.images} (Apache Beam) ..."):
-        metadata = run_ingest(args.images, args.output, IngestConfig(**chosen), beam_args)
+        metadata = run_ingest(args.images, args.output, config, beam_args)
     reasons = ", ".join(f"{n} {reason}" for reason, n in metadata["rejected_reasons"].items())
     print(f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
           f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
@@ -133,33 +215,16 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         epilog="Any other --flag is an Apache Beam pipeline option, e.g. --runner=DataflowRunner.",
     )
     p.add_argument("--examples", required=True, metavar="OUT", help="an `ingest` output folder")
-    p.add_argument("--schema", dest="schema_path", default=None, metavar="SCHEMA",
-                   help="a curated schema.pbtxt; default: infer one and write it to --output")
-    p.add_argument("--previous-statistics", default=None, metavar="PATH",
-                   help="the previous batch's validation folder (or one FeatureStats.pb): "
-                        "check drift of the character distribution against it")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="where statistics, anomalies and report.html go (default: OUT/validation)")
-    p.add_argument("--drift-threshold", type=float, default=None, metavar="X",
-                   help="L-infinity threshold on the character distribution (default: the "
-                        "schema's, else 0.1)")
-    p.add_argument("--length-drift-threshold", type=float, default=None, metavar="X",
-                   help="L-infinity threshold on the label length distribution (default: off)")
-    p.add_argument("--allow-anomalies", action="store_true",
-                   help="report anomalies but exit 0")
+    add_settings(p, ValidateConfig)
     p.set_defaults(handler=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from components.validation import ValidateConfig, default_output_dir, run_validate
+    from components.validation import default_output_dir, run_validate
 
-    config = ValidateConfig(
-        schema_path=args.schema_path,
-        previous_statistics=args.previous_statistics,
-        drift_threshold=args.drift_threshold,
-        length_drift_threshold=args.length_drift_threshold,
-        allow_anomalies=args.allow_anomalies,
-    )
+    config = ValidateConfig(**given_settings(ValidateConfig, args))
     output = args.output or default_output_dir(args.examples)
     print(f"validating {args.examples} -> {output} (statistics: a Beam job)", flush=True)
     try:
@@ -187,47 +252,23 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
                "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID (chief, "
                "worker0, worker1, ...) and start the same command on every machine.",
     )
-    p.add_argument("--examples", required=True, nargs="+", metavar="DIR",
-                   help="ExampleGen output folder(s), one per span")
+    _add_examples_flag(p)
     p.add_argument("--output", default=None,
                    help="search state and results (default: tuner/ next to the first --examples)")
-    p.add_argument("--algorithm", choices=("hyperband", "bayesian", "random"), default=None,
-                   help="default hyperband")
-    p.add_argument("--max-trials", type=int, default=None,
-                   help="stop after N trials (default 20 for bayesian/random; hyperband: its "
-                        "own schedule)")
-    p.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default 30)")
-    p.add_argument("--time-budget", dest="time_budget_minutes", type=float, default=None,
-                   metavar="MINUTES", help="stop starting trials and epochs after this long")
-    p.add_argument("--objective", choices=("val_score", "val_sequence_accuracy", "val_loss"),
-                   default=None, help="default val_score: whole-captcha accuracy on the "
-                   "trainer's validation holdout, CTC loss as tie-break")
-    p.add_argument("--batch-size", type=int, default=None, help="default 16")
-    p.add_argument("--patience", type=int, default=None,
-                   help="early stopping inside each trial, in epochs (default 8)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--base-hyperparameters", default=None, metavar="JSON",
-                   help="ModelConfig JSON the search starts from: image size and kernel stay, "
-                        "widths are searched at half/same/double (default: the full profile)")
-    p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    _add_recipe_flags(p, default_profile="full")
+    add_settings(p, TuneConfig)
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.set_defaults(handler=_run_tune)
 
 
 def _run_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import dataclasses
     import json
     import posixpath
 
-    from components.model import ModelConfig
-    from components.trainer import PROFILES
-    from components.tuner import TuneConfig, run_tune
+    from components.tuner import run_tune
 
-    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(TuneConfig)
-              if getattr(args, f.name, None) is not None}
-    config = TuneConfig(**chosen, verbose=0 if args.quiet else 2)
-    base = (ModelConfig.from_json(args.base_hyperparameters) if args.base_hyperparameters
-            else PROFILES["full"].model)
+    config = TuneConfig(**given_settings(TuneConfig, args), verbose=0 if args.quiet else 2)
+    base = resolve_recipe(args.profile, args.hyperparameters).model
     output = args.output or posixpath.join(
         posixpath.dirname(args.examples[0].rstrip("/")) or ".", "tuner")
     summary = run_tune(args.examples, output, config, base)
@@ -240,21 +281,10 @@ def _run_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the CNN + BiLSTM + CTC model")
-    p.add_argument("--examples", required=True, nargs="+", metavar="DIR",
-                   help="`ingest` output folder(s), one per span")
+    _add_examples_flag(p)
     p.add_argument("--output", required=True, metavar="MODEL_DIR", help="trained-model folder")
-    p.add_argument("--profile", choices=("quick", "full", "keras-example"), default="quick",
-                   help="training recipe and model (default quick)")
-    p.add_argument("--hyperparameters", default=None, metavar="JSON",
-                   help="a ModelConfig JSON (e.g. the tuner's best_hyperparameters.json) "
-                        "instead of the profile's model")
-    p.add_argument("--epochs", type=int, default=None, help="at most this many epochs")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-minutes", type=float, default=None, help="training time budget")
-    p.add_argument("--no-augment", action="store_true",
-                   help="train without the profile's augmentation (for tens of thousands of "
-                        "captchas, where it holds the model back more than it helps)")
+    _add_recipe_flags(p)
+    _add_training_flags(p)
     p.add_argument("--warm-start", default=None, metavar="MODEL_DIR",
                    help="start from an earlier model whose vocab is a prefix of this one's")
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
@@ -264,20 +294,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
-    from components.augmentation import NO_AUGMENTATION
-    from components.model import ModelConfig
-    from components.trainer import PROFILES, run_train
+    from components.trainer import run_train
 
-    profile = PROFILES[args.profile]
-    model_config = ModelConfig.from_json(args.hyperparameters) if args.hyperparameters else profile.model
-    overrides = {
-        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-        "max_minutes": args.max_minutes, "warm_start": args.warm_start,
-        "verbose": 0 if args.quiet else None,
-        "augment": NO_AUGMENTATION if args.no_augment else None,
-    }
-    train_config = profile.train.replace(**{k: v for k, v in overrides.items() if v is not None})
-    summary = run_train(args.examples, args.output, model_config, train_config)
+    quiet = {"verbose": 0} if args.quiet else {}
+    recipe = _recipe(args, warm_start=args.warm_start, **quiet)
+    summary = run_train(args.examples, args.output, recipe.model, recipe.train)
     print(json.dumps({k: summary[k] for k in ("model_dir", "epochs_run", "best_epoch", "best",
                                               "train_seconds")}, indent=2))
     return 0
@@ -317,35 +338,26 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="TF Serving base path (local or gs://)")
     p.add_argument("--examples", nargs="+", metavar="EXAMPLES",
                    help="ExampleGen output folder(s) whose eval split judges the model; "
-                        "without it only --force exports")
-    p.add_argument("--min-accuracy", type=float, default=0.0,
-                   help="sequence accuracy the model must reach (default 0)")
-    p.add_argument("--tolerance", type=float, default=0.0,
-                   help="how far below the served version's accuracy is still accepted")
-    p.add_argument("--force", action="store_true", help="export whatever the evaluation says")
-    p.add_argument("--model-name", default=None,
-                   help="lay out EXPORT/NAME/<version>/ for a multi-model server")
+                        "without it only --force-push exports")
     p.add_argument("--metrics", default=None, metavar="METRICS_JSON",
                    help="the evaluator's metrics.json, kept in the export's assets.extra/")
-    p.add_argument("--batch-size", type=int, default=64, help="for the evaluations")
+    add_settings(p, PushConfig)
     p.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from components.pusher import PushConfig, export_model, run_push
+    from components.pusher import export_model, run_push
 
+    config = PushConfig(**given_settings(PushConfig, args), metrics_path=args.metrics)
     if not args.examples:
-        if not args.force:
-            print("export: give --examples (the eval split that blesses the model) or --force",
-                  file=sys.stderr)
+        if not config.force:
+            print("export: give --examples (the eval split that blesses the model) or "
+                  "--force-push", file=sys.stderr)
             return 2
-        version_dir = export_model(args.model, args.export_dir, model_name=args.model_name,
-                                   metrics_path=args.metrics)
-        print(f"exported without evaluation (--force) -> {version_dir}")
+        version_dir = export_model(args.model, args.export_dir, model_name=config.model_name,
+                                   metrics_path=config.metrics_path)
+        print(f"exported without evaluation (--force-push) -> {version_dir}")
         return 0
-    config = PushConfig(min_accuracy=args.min_accuracy, tolerance=args.tolerance,
-                        force=args.force, model_name=args.model_name,
-                        batch_size=args.batch_size, metrics_path=args.metrics)
     result = run_push(args.model, args.examples, args.export_dir, config)
     if result.pushed:
         print(f"pushed version {result.version} -> {result.version_dir}: {result.reason}")
@@ -396,24 +408,13 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 1 if failures else 0
 
 
-def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by `run` and `retrain`."""
-    p.add_argument("--labels", dest="labels_csv", help="CSV 'filename,label' instead of file names")
-    p.add_argument("--export-dir", default="export", help="TF Serving base path (default: export)")
-    p.add_argument("--workdir", default="runs/captcha-ocr",
-                   help="pipeline root, local or gs:// (default: runs/captcha-ocr)")
-    p.add_argument("--profile", choices=("quick", "full", "keras-example"), default="quick")
-    p.add_argument("--model-name", help="export to EXPORT/<name>/<version>/ for a multi-model server")
-    p.add_argument("--allow-anomalies", action="store_true",
-                   help="go on when validation finds anomalies or new characters")
-    p.add_argument("--force-push", action="store_true", help="push even if the model is worse")
-    p.add_argument("--min-accuracy", type=float, default=0.0,
-                   help="push only a model reading at least this share of eval captchas")
-    p.add_argument("--hyperparameters", help="a best_hyperparameters.json (ModelConfig) to use "
-                   "instead of the profile's model")
-    p.add_argument("--epochs", type=int, help="at most this many epochs (default: the profile's)")
-    p.add_argument("--train-minutes", type=float, dest="max_train_minutes",
-                   help="training time budget in minutes (default: the profile's)")
+def _add_pipeline_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """Flags shared by `run` and `retrain`: the pipeline's, the Pusher's, the recipe's."""
+    add_settings(p, RunConfig, skip=skip)
+    add_settings(p, IngestConfig, only=("labels_csv",))
+    add_settings(p, PushConfig, only=("min_accuracy", "tolerance", "force", "model_name"))
+    _add_recipe_flags(p)
+    _add_training_flags(p)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -424,22 +425,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "outputs are complete (same inputs and config) are skipped, so a crashed run resumes.",
     )
     p.add_argument("--images", help="folder or file pattern of labelled images (default: synthetic)")
-    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the Keras Tuner search first (default: only with --profile full)")
     _add_pipeline_flags(p)
     p.set_defaults(handler=_run_run)
 
 
-def _pipeline_config(args: argparse.Namespace, beam_args: list[str]):
-    from pipeline.runner import RunConfig
-
+def _pipeline_config(args: argparse.Namespace, beam_args: list[str]) -> RunConfig:
     return RunConfig(
-        workdir=args.workdir, export_dir=args.export_dir, images=args.images,
-        labels_csv=args.labels_csv, profile=args.profile, tune=getattr(args, "tune", False),
-        allow_anomalies=args.allow_anomalies, model_name=args.model_name,
-        force_push=args.force_push, min_accuracy=args.min_accuracy,
-        hyperparameters=args.hyperparameters, epochs=args.epochs,
-        max_train_minutes=args.max_train_minutes, beam_args=beam_args,
+        **given_settings(RunConfig, args), images=args.images, labels_csv=args.labels_csv,
+        profile=args.profile, hyperparameters=args.hyperparameters,
+        push=PushConfig(**given_settings(PushConfig, args)),
+        train_overrides=given_settings(TrainConfig, args), beam_args=tuple(beam_args),
     )
 
 
@@ -466,8 +461,8 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
         "current model, and push a new version only if it is not worse.",
     )
     p.add_argument("--images", required=True, help="folder or file pattern of the new captchas")
-    _add_pipeline_flags(p)
-    p.set_defaults(handler=_run_retrain, tune=False)
+    _add_pipeline_flags(p, skip=("tune",))
+    p.set_defaults(handler=_run_retrain)
 
 
 def _run_retrain(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -502,10 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Keep the output to what a person follows: TF's C++ start-up chatter and the Google
-    client libraries' Python-version notices say nothing about this run."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    """Our loggers at INFO, the libraries' at WARNING: the output a person follows."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for ours in ("components", "pipeline"):
         logging.getLogger(ours).setLevel(logging.INFO)

@@ -12,6 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from components import artifact_io
 from components.evaluator import (
     CURVES_FILE,
     ERRORS_FILE,
@@ -131,6 +132,5 @@ def write_report(path: str, records: Sequence[Any]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>captcha-ocr report</title>"
         f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     )
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(page)
+    artifact_io.write_file(path, page)
     return path

@@ -1,10 +1,11 @@
 """The pipeline: wires the components into `run` and `retrain`, as TFX's LocalDagRunner would.
 
-Each component writes into its own folder under the pipeline root (local or gs://). A folder
-is finished when it holds `_COMPLETE.json`, written last, with the fingerprint of the
-component's configuration and of its upstream outputs. A later call skips every component
-whose fingerprint matches, so a crashed run resumes where it stopped and a re-run with the
-same inputs and configuration does nothing but report.
+Each component writes into its own folder under the pipeline root (local or gs://; the
+folder names are the components' `PIPELINE_FOLDER`). A folder is finished when it holds
+`_COMPLETE.json`, written last, with the fingerprint of the component's configuration and of
+its upstream outputs. A later call skips every component whose fingerprint matches, so a
+crashed run resumes where it stopped and a re-run with the same inputs and configuration does
+nothing but report. The recipes the steps use live in `pipeline/configs.py`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
+
+from components import artifact_io
+from components.pusher import PushConfig
+from components.settings import setting
+from pipeline import configs
 
 COMPLETE_MARKER = "_COMPLETE.json"
 MANIFEST_FILE = "manifest.json"
@@ -27,48 +33,33 @@ REPORT_FILE = "report.html"
 SPAN_DIR = re.compile(r"^span-(\d+)$")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything `captcha-ocr run` / `retrain` needs; the CLI fills it from flags."""
+    """Everything `captcha-ocr run` / `retrain` needs; the command line fills it from flags."""
 
-    workdir: str = "runs/captcha-ocr"
-    export_dir: str = "export"
-    images: str | None = None
-    labels_csv: str | None = None
-    profile: str = "quick"
-    tune: bool | None = None
-    allow_anomalies: bool = False
-    model_name: str | None = None
-    force_push: bool = False
-    min_accuracy: float = 0.0  # blessing: eval accuracy the model must reach to be pushed
+    workdir: str = setting("runs/captcha-ocr", "pipeline root, local or gs://")
+    export_dir: str = setting("export", "TF Serving base path, local or gs://")
+    images: str | None = None  # None: `run` generates configs.DEMO_SYNTH
+    labels_csv: str | None = None  # IngestConfig.labels_csv
+    profile: str = configs.DEFAULT_PROFILE
     hyperparameters: str | None = None  # a ModelConfig JSON replacing the profile's model
-    epochs: int | None = None  # overrides the profile's
-    max_train_minutes: float | None = None  # overrides the profile's
+    tune: bool | None = setting(
+        None, "run the Keras Tuner search before training",
+        shown_default=f"only with --profile {' or '.join(configs.TUNED_BY_DEFAULT)}")
+    allow_anomalies: bool = setting(
+        False, "go on when validation finds anomalies or new captchas hold new characters")
+    push: PushConfig = PushConfig()  # its metrics_path is set by the pipeline
+    train_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig
     beam_args: Sequence[str] = ()
 
     @property
     def tune_enabled(self) -> bool:
-        return self.profile == "full" if self.tune is None else self.tune
+        return self.profile in configs.TUNED_BY_DEFAULT if self.tune is None else self.tune
 
-    def train_config(self, warm_start: str | None = None) -> Any:
-        """The profile's TrainConfig with this run's overrides."""
-        from components import trainer
-
-        changes: dict[str, Any] = {"warm_start": warm_start}
-        if self.epochs is not None:
-            changes["epochs"] = self.epochs
-        if self.max_train_minutes is not None:
-            changes["max_minutes"] = self.max_train_minutes
-        return trainer.PROFILES[self.profile].train.replace(**changes)
-
-    def model_config(self) -> Any:
-        """The profile's ModelConfig, or the one in `hyperparameters`."""
-        from components import trainer
-        from components.model import ModelConfig
-
-        if self.hyperparameters:
-            return ModelConfig.from_json(self.hyperparameters)
-        return trainer.PROFILES[self.profile].model
+    def recipe(self, **train_changes: Any) -> configs.Profile:
+        """The profile's model and training with this run's overrides."""
+        return configs.resolve_recipe(self.profile, self.hyperparameters,
+                                      **{**self.train_overrides, **train_changes})
 
 
 @dataclasses.dataclass
@@ -109,17 +100,8 @@ def files_fingerprint(pattern_or_dir: str) -> str:
     return fingerprint(listing)
 
 
-def read_json(path: str) -> Any:
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def write_json(path: str, value: Any) -> None:
-    """Write to a temporary name, then rename, so a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=_jsonable)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    artifact_io.write_json(path, value, default=_jsonable, sort_keys=True)
 
 
 class Orchestrator:
@@ -152,7 +134,7 @@ class Orchestrator:
         marker = posixpath.join(output, COMPLETE_MARKER)
         label = f"[{number}/{self.total_steps}] {name}"
         if tf.io.gfile.exists(marker):
-            done = read_json(marker)
+            done = artifact_io.read_json(marker)
             if done.get("fingerprint") == key and still_valid(done["result"]):
                 record = StepRecord(name, "skipped", 0.0, output, key, done["result"])
                 self.records.append(record)
@@ -172,9 +154,15 @@ class Orchestrator:
         return record
 
 
+def _span_folder(span: int) -> str:
+    return f"span-{span}"
+
+
 def _accepted_spans(root: str) -> dict[int, str]:
     """ExampleGen outputs of the spans that passed validation and were trained on, by number."""
-    base = posixpath.join(root, "ExampleGen")
+    from components import example_gen, trainer, validation
+
+    base = posixpath.join(root, example_gen.PIPELINE_FOLDER)
     if not tf.io.gfile.isdir(base):
         return {}
     spans = {}
@@ -182,13 +170,13 @@ def _accepted_spans(root: str) -> dict[int, str]:
         match = SPAN_DIR.match(name.rstrip("/"))
         if not match:
             continue
-        span_name = match.group(0)
         done = [
-            posixpath.join(root, component, span_name, COMPLETE_MARKER)
-            for component in ("ExampleGen", "Validation", "Trainer")
+            posixpath.join(root, component, match.group(0), COMPLETE_MARKER)
+            for component in (example_gen.PIPELINE_FOLDER, validation.PIPELINE_FOLDER,
+                              trainer.PIPELINE_FOLDER)
         ]
         if all(tf.io.gfile.exists(marker) for marker in done):
-            spans[int(match.group(1))] = posixpath.join(base, span_name)
+            spans[int(match.group(1))] = posixpath.join(base, match.group(0))
     return spans
 
 
@@ -198,6 +186,17 @@ def _rejected(examples_dir: str, reason: str) -> list[dict[str, Any]]:
     with tf.io.gfile.GFile(posixpath.join(examples_dir, examples.REJECTED_FILE)) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [row for row in rows if row.get("reason") == reason]
+
+
+def _synth_step(orch: Orchestrator) -> StepRecord:
+    from components import synth
+
+    return orch.step(
+        "SyntheticGen",
+        orch.path(synth.PIPELINE_FOLDER),
+        [configs.DEMO_SYNTH],
+        lambda out: {"count": len(synth.generate(out, configs.DEMO_SYNTH))},
+    )
 
 
 def _ingest_step(
@@ -213,10 +212,9 @@ def _ingest_step(
     ingest_config = example_gen.IngestConfig(
         labels_csv=config.labels_csv, vocab_path=vocab_path, span=span
     )
-    output = orch.path("ExampleGen", f"span-{span}")
     return orch.step(
         "ExampleGen",
-        output,
+        orch.path(example_gen.PIPELINE_FOLDER, _span_folder(span)),
         [images, images_fingerprint, ingest_config],
         lambda out: example_gen.run_ingest(images, out, ingest_config, config.beam_args),
     )
@@ -250,9 +248,46 @@ def _validate_step(
 
     return orch.step(
         "Validation",
-        orch.path("Validation", f"span-{span}"),
+        orch.path(validation.PIPELINE_FOLDER, _span_folder(span)),
         [ingest.fingerprint, validate_config],
         work,
+    )
+
+
+def _tune_step(
+    orch: Orchestrator, ingest: StepRecord, validated: StepRecord, config: RunConfig
+) -> tuple[StepRecord, Any]:
+    """The Tuner's search around the profile's model: the step and the best ModelConfig."""
+    from components import tuner
+    from components.model import ModelConfig
+
+    tune_config = tuner.TuneConfig(**configs.TUNE_BUDGETS[config.profile])
+    base_config = config.recipe().model
+    tuned = orch.step(
+        "Tuner",
+        orch.path(tuner.PIPELINE_FOLDER),
+        [validated.fingerprint, tune_config, base_config],
+        lambda out: tuner.run_tune(ingest.output, out, tune_config, base_config),
+    )
+    best = ModelConfig.from_json(posixpath.join(tuned.output, tuner.BEST_HYPERPARAMETERS_FILE))
+    return tuned, best
+
+
+def _train_step(
+    orch: Orchestrator,
+    upstream: StepRecord,
+    span_dirs: list[str],
+    span: int,
+    model_config: Any,
+    train_config: Any,
+) -> StepRecord:
+    from components import trainer
+
+    return orch.step(
+        "Trainer",
+        orch.path(trainer.PIPELINE_FOLDER, _span_folder(span)),
+        [upstream.fingerprint, model_config, train_config],
+        lambda out: trainer.run_train(span_dirs, out, model_config, train_config),
     )
 
 
@@ -263,7 +298,7 @@ def _evaluate_step(
 
     return orch.step(
         "Evaluator",
-        orch.path("Evaluator", f"span-{span}"),
+        orch.path(evaluator.PIPELINE_FOLDER, _span_folder(span)),
         [train.fingerprint],
         lambda out: evaluator.run_evaluate(train.output, span_dirs, out),
     )
@@ -275,11 +310,8 @@ def _push_step(
 ) -> StepRecord:
     from components import evaluator, pusher
 
-    push_config = pusher.PushConfig(
-        min_accuracy=config.min_accuracy,
-        force=config.force_push,
-        model_name=config.model_name,
-        metrics_path=posixpath.join(evaluation.output, evaluator.METRICS_FILE),
+    push_config = dataclasses.replace(
+        config.push, metrics_path=posixpath.join(evaluation.output, evaluator.METRICS_FILE)
     )
 
     def work(out: str) -> dict[str, Any]:
@@ -291,7 +323,7 @@ def _push_step(
 
     return orch.step(
         "Pusher",
-        orch.path("Pusher", f"span-{span}"),
+        orch.path(pusher.PIPELINE_FOLDER, _span_folder(span)),
         [evaluation.fingerprint, config.export_dir, push_config],
         work,
         still_valid=still_served,
@@ -329,7 +361,7 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
             base = posixpath.dirname(push["version_dir"].rstrip("/"))
             if "://" not in base:
                 base = os.path.abspath(base)  # docker mounts need absolute paths
-            name = config.model_name or "captcha"
+            name = config.push.model_name or "captcha"
             orch.echo(f"  model: {push['version_dir']}")
             orch.echo(
                 f"  serve: docker run -p 8501:8501 -v {base}:/models/{name} "
@@ -341,60 +373,33 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
 
 
 def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """ExampleGen -> Validation -> (Tuner) -> Trainer -> Evaluator -> Pusher on span 0."""
-    from components import synth, trainer, tuner
-    from components.model import ModelConfig
-
+    """(SyntheticGen) -> ExampleGen -> Validation -> (Tuner) -> Trainer -> Evaluator -> Pusher."""
     total = 5 + int(config.images is None) + int(config.tune_enabled)
     orch = Orchestrator(config.workdir, total, echo)
 
     if config.images is None:
-        synthetic = orch.step(
-            "SyntheticGen",
-            orch.path("SyntheticGen"),
-            [trainer.DEMO_SYNTH],
-            lambda out: {"count": len(synth.generate(out, trainer.DEMO_SYNTH))},
-        )
+        synthetic = _synth_step(orch)
         images, images_fingerprint = synthetic.output, synthetic.fingerprint
     else:
-        images = config.images
-        images_fingerprint = files_fingerprint(images)
+        images, images_fingerprint = config.images, files_fingerprint(config.images)
         if config.labels_csv:
             images_fingerprint = fingerprint(images_fingerprint, files_fingerprint(config.labels_csv))
 
     ingest = _ingest_step(orch, images, images_fingerprint, 0, config)
-    validation_step = _validate_step(orch, ingest, 0, config)
-
-    model_config, upstream = config.model_config(), validation_step.fingerprint
+    validated = _validate_step(orch, ingest, 0, config)
+    recipe = config.recipe()
+    upstream, model_config = validated, recipe.model
     if config.tune_enabled:
-        tune_config = tuner.TuneConfig(**TUNE_BUDGETS[config.profile])
-        base_config = model_config
-        tuned = orch.step(
-            "Tuner",
-            orch.path("Tuner"),
-            [validation_step.fingerprint, tune_config, base_config],
-            lambda out: tuner.run_tune(ingest.output, out, tune_config, base_config),
-        )
-        model_config = ModelConfig.from_json(
-            posixpath.join(tuned.output, tuner.BEST_HYPERPARAMETERS_FILE)
-        )
-        upstream = tuned.fingerprint
-
-    train_config = config.train_config()
-    train = orch.step(
-        "Trainer",
-        orch.path("Trainer", "span-0"),
-        [upstream, model_config, train_config],
-        lambda out: trainer.run_train(ingest.output, out, model_config, train_config),
-    )
+        upstream, model_config = _tune_step(orch, ingest, validated, config)
+    train = _train_step(orch, upstream, [ingest.output], 0, model_config, recipe.train)
     evaluation = _evaluate_step(orch, train, [ingest.output], 0)
     _push_step(orch, train, evaluation, [ingest.output], 0, config)
     return _finish(orch, config, "run")
 
 
 def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Ingest new captchas as the next span, validate, warm-start training on all spans, push if not worse."""
-    from components import example_gen, examples, trainer
+    """New captchas as the next span: ingest, validate, warm-start on all spans, push if not worse."""
+    from components import example_gen, examples, schema_gen, trainer, validation
     from components.model import ModelConfig
 
     spans = _accepted_spans(config.workdir)
@@ -403,13 +408,12 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     if config.images is None:
         raise PipelineStopped("retrain needs --images: the folder of new captchas")
     last = max(spans)
-    current_model = posixpath.join(config.workdir, "Trainer", f"span-{last}")
     span = last + 1
     orch = Orchestrator(config.workdir, 5, echo)
+    current_model = orch.path(trainer.PIPELINE_FOLDER, _span_folder(last))
 
-    images_fingerprint = files_fingerprint(config.images)
     ingest = _ingest_step(
-        orch, config.images, images_fingerprint, span, config,
+        orch, config.images, files_fingerprint(config.images), span, config,
         vocab_path=posixpath.join(spans[last], examples.VOCAB_FILE),
     )
     unknown = _rejected(ingest.output, example_gen.BAD_CHARACTER)
@@ -419,27 +423,15 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
             f"{len(unknown)} new captchas hold characters outside the vocabulary; nothing was "
             f"trained or pushed (--allow-anomalies trains on the others):\n  {lines}"
         )
-    schema = posixpath.join(config.workdir, "Validation", "span-0", "schema.pbtxt")
-    _validate_step(
-        orch, ingest, span, config, schema_path=schema,
-        previous_statistics=posixpath.join(config.workdir, "Validation", f"span-{last}"),
+    validated = _validate_step(
+        orch, ingest, span, config,
+        schema_path=orch.path(validation.PIPELINE_FOLDER, _span_folder(0), schema_gen.SCHEMA_FILE),
+        previous_statistics=orch.path(validation.PIPELINE_FOLDER, _span_folder(last)),
     )
     model_config = ModelConfig.from_json(posixpath.join(current_model, trainer.MODEL_CONFIG_FILE))
-    train_config = config.train_config(warm_start=current_model)
+    train_config = config.recipe(warm_start=current_model).train
     span_dirs = [spans[s] for s in sorted(spans)] + [ingest.output]
-    train = orch.step(
-        "Trainer",
-        orch.path("Trainer", f"span-{span}"),
-        [ingest.fingerprint, model_config, train_config],
-        lambda out: trainer.run_train(span_dirs, out, model_config, train_config),
-    )
+    train = _train_step(orch, validated, span_dirs, span, model_config, train_config)
     evaluation = _evaluate_step(orch, train, span_dirs, span)
     _push_step(orch, train, evaluation, span_dirs, span, config)
     return _finish(orch, config, "retrain")
-
-
-# Search budgets per profile; the real budgets for a best model live in benchmarks/tune.py.
-TUNE_BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": {"algorithm": "random", "max_trials": 3, "max_epochs": 5, "time_budget_minutes": 5},
-    "full": {"algorithm": "hyperband", "max_epochs": 30, "time_budget_minutes": 60},
-}

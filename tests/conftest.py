@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the helpers load TensorFlow
+
 import pathlib
 
 import pytest
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-REAL_CAPTCHAS = PROJECT_ROOT.parent / "shared" / "data" / "captcha_images_v2"
+from helpers import (
+    CLEAN_ALPHABET,
+    REAL_CAPTCHAS,
+    clean_captcha,
+    tiny_model,
+    tiny_training,
+    write_examples_dir,
+)
 
 
 @pytest.fixture(scope="session")
@@ -53,55 +59,6 @@ def synthetic_examples(synthetic_images, tmp_path_factory) -> pathlib.Path:
     return output
 
 
-CLEAN_ALPHABET = "0123"
-CLEAN_HEIGHT, CLEAN_WIDTH = 24, 64
-
-
-def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathlib.Path:
-    """Contract 1 output (GZIP shards, vocab.txt, metadata.json) from {split: [(png, label)]}."""
-    import json
-
-    import tensorflow as tf
-
-    from components import examples
-
-    for split, items in splits.items():
-        folder = pathlib.Path(examples.split_dir(str(output), split))
-        folder.mkdir(parents=True)
-        with tf.io.TFRecordWriter(str(folder / "data_tfrecord-00000-of-00001.gz"), "GZIP") as w:
-            for n, (png, label) in enumerate(items):
-                example = examples.make_example(
-                    image=png, image_format="png", height=CLEAN_HEIGHT, width=CLEAN_WIDTH,
-                    channels=1, label=label, label_ids=examples.encode_label(label, vocab),
-                    sha256=examples.sha256_hex(png), source=f"{split}/{label}_{n}.png", span=0,
-                )
-                w.write(example.SerializeToString())
-    examples.write_vocab(str(output / examples.VOCAB_FILE), vocab)
-    metadata = {
-        "counts": {split: len(items) for split, items in splits.items()},
-        "vocab_size": len(vocab),
-        "max_label_length": max(len(label) for items in splits.values() for _, label in items),
-    }
-    (output / examples.METADATA_FILE).write_text(json.dumps(metadata))
-    return output
-
-
-def clean_captcha(label: str, rng) -> bytes:
-    """A plain, easy-to-read PNG: dark glyphs at a jittered position on a light background."""
-    import io
-    import os
-
-    import captcha
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(os.path.join(os.path.dirname(captcha.__file__), "data", "DroidSansMono.ttf"), 18)
-    image = Image.new("L", (CLEAN_WIDTH, CLEAN_HEIGHT), color=rng.randint(200, 255))
-    ImageDraw.Draw(image).text((rng.randint(1, 12), rng.randint(0, 3)), label, fill=rng.randint(0, 60), font=font)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def clean_examples(tmp_path_factory) -> pathlib.Path:
     """Examples that any working CTC model learns in a few epochs: 2-4 of 4 characters, 64x24."""
@@ -117,22 +74,14 @@ def clean_examples(tmp_path_factory) -> pathlib.Path:
     return write_examples_dir(output, {"train": items(480), "eval": items(60)}, list(CLEAN_ALPHABET))
 
 
-TINY_MODEL_OVERRIDES = dict(conv_filters=(8, 16), dense_units=16, lstm_units=(16,), batch_norm=True)
-
-
 @pytest.fixture(scope="session")
 def trained_model_dir(synthetic_examples, tmp_path_factory) -> pathlib.Path:
     """A tiny model trained by run_train for 2 epochs on `synthetic_examples` (reads little)."""
-    import dataclasses
+    from components.trainer import run_train
 
-    from components.trainer import PROFILES, run_train
-
-    quick = PROFILES["quick"]
-    model_config = dataclasses.replace(quick.model, **TINY_MODEL_OVERRIDES)
-    train_config = quick.train.replace(epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0,
-                                       measure_input_pipeline=False)
+    model_config = tiny_model(image_width=128, dropout=0.1, lstm_dropout=0.1)
     output = tmp_path_factory.mktemp("trained_model") / "model"
-    run_train(str(synthetic_examples), str(output), model_config, train_config)
+    run_train(str(synthetic_examples), str(output), model_config, tiny_training())
     return output
 
 

@@ -5,32 +5,24 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import random
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import CLEAN_ALPHABET, CLEAN_HEIGHT, CLEAN_WIDTH, PROJECT_ROOT, clean_captcha
-
-from components.model import ModelConfig
-from pipeline import runner
-
-TINY_MODEL = ModelConfig(
-    image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(8, 16), batch_norm=True,
-    dense_units=16, lstm_units=(24,), dropout=0.0, lstm_dropout=0.0, learning_rate=3e-3,
+from helpers import (
+    CLEAN_ALPHABET,
+    CLEAN_HEIGHT,
+    CLEAN_WIDTH,
+    PROJECT_ROOT,
+    tiny_model,
+    write_clean_images,
 )
 
+from pipeline import runner
 
-def write_clean_images(folder: pathlib.Path, count: int, seed: int, alphabet: str = CLEAN_ALPHABET):
-    """`count` easy PNGs named `<label>_<n>.png`, so any working pipeline learns them fast."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True)
-    for n in range(count):
-        label = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 4)))
-        (folder / f"{label}_{seed}-{n}.png").write_bytes(clean_captcha(label, rng))
-    return folder
+TINY_MODEL = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, lstm_units=(24,))
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +43,7 @@ def config_for(project, **changes) -> runner.RunConfig:
         export_dir=str(project["root"] / "export"),
         images=str(project["images"]),
         hyperparameters=project["hyperparameters"],
-        epochs=25,
-        max_train_minutes=2.0,
+        train_overrides={"epochs": 25, "max_minutes": 2.0},
     )
     values.update(changes)
     return runner.RunConfig(**values)
@@ -134,7 +125,7 @@ def test_run_killed_during_training_resumes_without_reingesting(project, tmp_pat
     assert not (work / "Trainer" / "span-0" / runner.COMPLETE_MARKER).exists()
 
     manifest = runner.run(config_for(project, workdir=str(work), export_dir=str(tmp_path / "export"),
-                                      epochs=3))
+                                      train_overrides={"epochs": 3, "max_minutes": 2.0}))
     assert statuses(manifest) == {
         "ExampleGen": "skipped", "Validation": "skipped", "Trainer": "ran",
         "Evaluator": "ran", "Pusher": "ran",

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import clean_captcha, write_examples_dir
+from helpers import clean_captcha, tiny_model, write_examples_dir
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -49,8 +49,7 @@ from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, load_trained
 from pipeline import cli
 
 VENV_BIN = pathlib.Path(sys.executable).parent
-TINY = ModelConfig(image_height=32, image_width=64, conv_filters=(4, 8), dense_units=8,
-                   lstm_units=(8,), dropout=0.0, lstm_dropout=0.0)
+TINY = tiny_model(image_width=64)
 VOCAB = list("0123456789abcdef")
 PROBE = r"""
 import json, sys
@@ -293,7 +292,7 @@ def test_failed_export_leaves_nothing(untrained_model_dir, tmp_path):
 def test_killed_export_leaves_no_version(untrained_model_dir, tmp_path):
     export = tmp_path / "export"
     command = [str(VENV_BIN / "captcha-ocr"), "export", "--model", str(untrained_model_dir),
-               "--export-dir", str(export), "--force"]
+               "--export-dir", str(export), "--force-push"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(export.glob(f"{TEMP_PREFIX}*")) and time.monotonic() < deadline:
@@ -341,7 +340,7 @@ def test_blessing_keeps_the_better_model(sevens, tmp_path, capsys):
     assert [p.name for p in export.iterdir()] == ["1"]
 
     assert cli.main(["export", "--model", reads_nothing, "--examples", str(sevens),
-                     "--export-dir", str(export), "--force"]) == 0
+                     "--export-dir", str(export), "--force-push"]) == 0
     assert capsys.readouterr().out.startswith(f"pushed version 2 -> {export / '2'}: forced")
     forced = json.loads((export / "2" / ASSETS_EXTRA / BLESSING_FILE).read_text())
     assert (forced["baseline_version"], forced["candidate"]["accuracy"]) == (1, 0.0)

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from components.predict import SERVING_SIGNATURE, resolve_saved_model

@@ -9,24 +9,25 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import (
+from helpers import (
     CLEAN_HEIGHT,
     CLEAN_WIDTH,
-    TINY_MODEL_OVERRIDES,
     clean_captcha,
+    tiny_model,
+    tiny_training,
     write_examples_dir,
 )
 
 from components import examples
 from components.augmentation import NO_AUGMENTATION
 from components.evaluator import run_evaluate
-from components.model import ModelConfig
-from components.trainer import PROFILES, TrainConfig, load_trained, run_train
+from components.trainer import TrainConfig, load_trained, run_train
+from pipeline.configs import PROFILES
 
-CLEAN_MODEL = ModelConfig(
-    image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(16, 32), batch_norm=True,
-    dense_units=32, dropout=0.0, lstm_units=(32,), lstm_dropout=0.0, learning_rate=5e-3,
-)
+CLEAN_MODEL = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(16, 32),
+                         dense_units=32, lstm_units=(32,), learning_rate=5e-3)
+# The tiny network at the clean captchas' size.
+CLEAN_TINY = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, learning_rate=5e-3)
 CLEAN_TRAINING = TrainConfig(epochs=12, batch_size=16, patience=12, lr_schedule="cosine",
                              warmup_epochs=1, verbose=0, measure_input_pipeline=False)
 
@@ -64,8 +65,7 @@ def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
     assert vocab == examples.read_vocab(str(trained_model_dir / "vocab.txt"))
     assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
     assert TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text())) \
-        == PROFILES["quick"].train.replace(epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0,
-                                          measure_input_pipeline=False)
+        == tiny_training()
 
 
 def test_a_failed_training_leaves_no_model_folder(clean_examples, tmp_path):
@@ -86,7 +86,7 @@ def small_vocab_model(tmp_path_factory):
     examples_dir = write_examples_dir(tmp_path_factory.mktemp("small_vocab") / "examples",
                                       {"train": items[:80], "eval": items[80:]}, ["0", "1"])
     output = tmp_path_factory.mktemp("small_vocab_model") / "model"
-    tiny = dataclasses.replace(CLEAN_MODEL, **TINY_MODEL_OVERRIDES)
+    tiny = CLEAN_TINY
     run_train(str(examples_dir), str(output), tiny, CLEAN_TRAINING.replace(epochs=1))
     return output, tiny
 
@@ -121,7 +121,7 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
 def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(clean_examples, tmp_path):
     from pipeline.cli import main
 
-    config = dataclasses.replace(CLEAN_MODEL, **TINY_MODEL_OVERRIDES)
+    config = CLEAN_TINY
     config.to_json(str(tmp_path / "best_hyperparameters.json"))
     output = tmp_path / "model"
     assert PROFILES["full"].train.augment.enabled

@@ -14,15 +14,14 @@ import sys
 import time
 
 import pytest
+from helpers import PROJECT_ROOT, tiny_model
 
 from components.model import ModelConfig
 from components.trainer import load_trained
 from components.tuner import TuneConfig, run_tune
 from pipeline.cli import main
 
-TINY = ModelConfig(image_height=32, image_width=96, conv_filters=(8, 16), dense_units=16,
-                   lstm_units=(16,))
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = tiny_model()
 # Hyperband (the default) with 3 epochs: three 1-epoch trials, then the best of them trained on
 # to epoch 3 from its checkpoint; the fourth trial is that promotion.
 QUICK = TuneConfig(algorithm="hyperband", max_trials=4, max_epochs=3, batch_size=32, verbose=0)
@@ -143,7 +142,7 @@ def test_chief_and_two_workers_on_loopback(synthetic_examples, tmp_path):
     port = str(_free_port())
     command = [sys.executable, "-m", "pipeline.cli", "tune", "--examples", str(synthetic_examples),
                "--output", str(output), "--algorithm", "random", "--max-trials", "4",
-               "--max-epochs", "1", "--batch-size", "32", "--base-hyperparameters",
+               "--max-epochs", "1", "--batch-size", "32", "--hyperparameters",
                str(base_path), "--quiet"]
     processes = {}
     try:
