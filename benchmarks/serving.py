@@ -55,7 +55,10 @@ print(json.dumps({"seconds": seconds, "version": importlib.metadata.version("ddd
 
 
 def untrained_full_model(folder: pathlib.Path) -> pathlib.Path:
-    config = PROFILES["full"].model
+    # The input size `full` derives for the Keras captchas (200x50, 5 characters).
+    keras_set = {"image_height_range": [50, 50], "aspect_ratio_range": [4.0, 4.0],
+                 "max_label_length": 5}
+    config = PROFILES["full"].model.with_data_geometry([keras_set])
     folder.mkdir(parents=True)
     build_model(config, len(REAL_VOCAB)).save(folder / MODEL_FILE)
     examples.write_vocab(str(folder / examples.VOCAB_FILE), REAL_VOCAB)

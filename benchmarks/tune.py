@@ -44,11 +44,10 @@ def train_and_evaluate(name: str, model_config: ModelConfig, train_config: Train
     start = time.perf_counter()
     summary = run_train(train_dir, str(model_dir), model_config, train_config)
     train_minutes = (time.perf_counter() - start) / 60
-    model, _, _ = load_trained(str(model_dir))
+    model, _, trained_config = load_trained(str(model_dir))
     held_out = make_dataset(
-        held_out_dir, examples.EVAL, image_height=model_config.image_height,
-        image_width=model_config.image_width, max_label_length=summary["max_label_length"],
-        batch_size=64,
+        held_out_dir, examples.EVAL, geometry=trained_config.geometry,
+        max_label_length=summary["max_label_length"], batch_size=64,
     )
     metrics = model.evaluate(held_out, return_dict=True, verbose=0)
     return {

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from components import examples
+from components.geometry import Geometry
 from components.preprocessing import preprocess_image
 
 
@@ -26,10 +27,10 @@ def read_split(examples_dirs: str | list[str], split: str) -> tf.data.Dataset:
 
 
 def to_model_input(
-    example: dict[str, tf.Tensor], image_height: int, image_width: int, max_label_length: int
+    example: dict[str, tf.Tensor], geometry: Geometry, max_label_length: int
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(image float32 [H, W, 1], labels int32 [max_label_length]: id + 1, zero padded)."""
-    image = preprocess_image(example["image"], image_height, image_width)
+    image = preprocess_image(example["image"], geometry)
     ids = tf.cast(example["label_ids"], tf.int32) + 1
     labels = tf.pad(ids, [[0, max_label_length - tf.shape(ids)[0]]])
     labels.set_shape([max_label_length])
@@ -65,8 +66,7 @@ def make_dataset(
     examples_dirs: str | list[str],
     split: str,
     *,
-    image_height: int,
-    image_width: int,
+    geometry: Geometry,
     max_label_length: int,
     batch_size: int,
     training: bool = False,
@@ -82,7 +82,7 @@ def make_dataset(
     the cache, so every epoch sees fresh variations.
     """
     ds = read_subset(examples_dirs, split, validation_percent, subset).map(
-        lambda ex: to_model_input(ex, image_height, image_width, max_label_length),
+        lambda ex: to_model_input(ex, geometry, max_label_length),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.cache()
@@ -97,8 +97,7 @@ def make_dataset(
 def fit_and_validation(
     examples_dirs: str | list[str],
     *,
-    image_height: int,
-    image_width: int,
+    geometry: Geometry,
     max_label_length: int,
     batch_size: int,
     validation_percent: int,
@@ -111,7 +110,7 @@ def fit_and_validation(
     def dataset(subset: str, training: bool) -> tf.data.Dataset:
         return make_dataset(
             examples_dirs, examples.TRAIN,
-            image_height=image_height, image_width=image_width,
+            geometry=geometry,
             max_label_length=max_label_length, batch_size=batch_size, training=training,
             augment=augment, seed=seed, validation_percent=validation_percent, subset=subset,
         )

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from components import artifact_io, examples
 from components.dataset import read_split
+from components.geometry import Geometry
 from components.model import decode_logits
 from components.plots import ERROR_COLOR, OK_COLOR, image_grid, training_curves
 from components.preprocessing import preprocess_image
@@ -118,7 +119,7 @@ def predict_split(
     model, vocab, config = load_trained(model_dir)
     ds = read_split(examples_dirs, split).map(
         lambda ex: (
-            preprocess_image(ex["image"], config.image_height, config.image_width),
+            preprocess_image(ex["image"], config.geometry),
             ex["label"],
             ex["source"],
         ),
@@ -151,11 +152,11 @@ def _write_csv(path: str, header: Sequence[str], rows: list[Sequence[Any]]) -> N
         f.write(text.getvalue())
 
 
-def _train_grid(examples_dirs: str | list[str], height: int, width: int, path: str) -> None:
+def _train_grid(examples_dirs: str | list[str], geometry: Geometry, path: str) -> None:
     """Training images as the model sees them; skipped (logged) when there are none."""
     try:
         ds = read_split(examples_dirs, examples.TRAIN).take(GRID_SIZE)
-        pairs = [(preprocess_image(ex["image"], height, width).numpy(),
+        pairs = [(preprocess_image(ex["image"], geometry).numpy(),
                   ex["label"].numpy().decode()) for ex in ds]
     except FileNotFoundError:
         pairs = []
@@ -220,8 +221,7 @@ def run_evaluate(
             ["true", "predicted", "count"],
             [(t, p, n) for (t, p), n in confusion_counts.most_common()],
         )
-        _train_grid(examples_dirs, config.image_height, config.image_width,
-                    posixpath.join(out, TRAIN_GRID_FILE))
+        _train_grid(examples_dirs, config.geometry, posixpath.join(out, TRAIN_GRID_FILE))
         _predictions_grid(readings, posixpath.join(out, PREDICTIONS_GRID_FILE))
         history = posixpath.join(model_dir, HISTORY_FILE)
         if tf.io.gfile.exists(history):

@@ -254,7 +254,7 @@ class ExampleStats(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
         return {"chars": collections.Counter(), "lengths": collections.Counter(),
                 "splits": collections.Counter(), "formats": collections.Counter(),
-                "channels": collections.Counter(), "heights": [], "widths": []}
+                "channels": collections.Counter(), "heights": [], "widths": [], "aspects": []}
 
     def add_input(self, acc: dict[str, Any], r: Inspected) -> dict[str, Any]:
         acc["chars"].update(r.label)
@@ -264,6 +264,7 @@ class ExampleStats(beam.CombineFn):
         acc["channels"][r.channels] += 1
         acc["heights"] = _min_max(acc["heights"], [r.height])
         acc["widths"] = _min_max(acc["widths"], [r.width])
+        acc["aspects"] = _min_max(acc["aspects"], [round(r.width / r.height, 4)])
         return acc
 
     def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -273,6 +274,7 @@ class ExampleStats(beam.CombineFn):
                 merged[key].update(acc[key])
             merged["heights"] = _min_max(merged["heights"], acc["heights"])
             merged["widths"] = _min_max(merged["widths"], acc["widths"])
+            merged["aspects"] = _min_max(merged["aspects"], acc["aspects"])
         return merged
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +286,7 @@ class ExampleStats(beam.CombineFn):
             "channel_counts": {str(k): v for k, v in sorted(acc["channels"].items())},
             "height_range": acc["heights"],
             "width_range": acc["widths"],
+            "aspect_ratio_range": acc["aspects"],
         }
 
 
@@ -501,6 +504,7 @@ def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
         "max_label_length": config.max_label_length or (lengths[-1] if lengths else 0),
         "image_height_range": summary["height_range"],
         "image_width_range": summary["width_range"],
+        "aspect_ratio_range": summary["aspect_ratio_range"],  # width / height
         "format_counts": summary["format_counts"],
         "channel_counts": summary["channel_counts"],
         "eval_percent": config.eval_percent,

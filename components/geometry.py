@@ -61,23 +61,24 @@ def data_ranges(metadata: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def derive_geometry(max_height: float, max_aspect: float, max_label_length: int) -> Geometry:
+def derive_geometry(max_height: float, max_aspect: float, max_label_length: int,
+                    height: int | None = None) -> Geometry:
     """The input size for images up to `max_height` tall, `max_aspect` wide, labels this long.
 
-    Height: the images' own height rounded to a multiple of 8, within [MIN_HEIGHT,
-    MAX_HEIGHT] (tiny captchas are scaled up, large ones down). Width: the widest image at
-    that height, rounded up, between the frames the longest label needs and
-    MAX_FRAMES_PER_CHARACTER per character; a wider aspect is squeezed horizontally (at most
-    MAX_SQUEEZE, then the width grows instead).
+    Height (unless given): the images' own height rounded to a multiple of 8, within
+    [MIN_HEIGHT, MAX_HEIGHT] (tiny captchas are scaled up, large ones down). Width: the widest
+    image at that height, rounded up, between the frames the longest label needs and
+    MAX_FRAMES_PER_CHARACTER per character; a wider aspect is squeezed horizontally, by at
+    most MAX_SQUEEZE (beyond it the width grows instead).
     """
     if max_label_length < 1:
         raise ValueError(f"labels must have at least one character, got {max_label_length}")
-    height = min(MAX_HEIGHT, max(MIN_HEIGHT, SIZE_MULTIPLE * round(max_height / SIZE_MULTIPLE)))
+    if height is None:
+        height = min(MAX_HEIGHT, max(MIN_HEIGHT, SIZE_MULTIPLE * round(max_height / SIZE_MULTIPLE)))
     natural = height * max_aspect
     least = _round_up(FRAME_PIXELS * (2 * max_label_length + 1))
     most = max(least, _round_up(FRAME_PIXELS * MAX_FRAMES_PER_CHARACTER * max_label_length))
     width = min(max(_round_up(natural), least), most)
     if natural / width > MAX_SQUEEZE:  # squeezing more would thin glyphs to slivers: widen
         width = _round_up(natural / MAX_SQUEEZE)
-    width_scale = min(1.0, width / natural)
-    return Geometry(height=height, width=width, width_scale=round(width_scale, 4))
+    return Geometry(height=height, width=width, width_scale=round(min(1.0, width / natural), 4))

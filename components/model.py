@@ -8,7 +8,7 @@ the trainer feeds `label_ids + 1` padded with zeros.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import artifact_io
-from components.preprocessing import DEFAULT_IMAGE_HEIGHT, DEFAULT_IMAGE_WIDTH
+from components.geometry import Geometry, data_ranges, derive_geometry
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -30,8 +30,10 @@ LOGITS_LAYER = "logits"
 class ModelConfig:
     """Hyperparameters of the model; what the tuner searches and `best_hyperparameters.json` holds."""
 
-    image_height: int = DEFAULT_IMAGE_HEIGHT
-    image_width: int = DEFAULT_IMAGE_WIDTH
+    # The input size: None is derived from the ingested data (`with_data_geometry`).
+    image_height: int | None = None
+    image_width: int | None = None
+    width_scale: float = 1.0  # horizontal scale relative to the vertical (geometry.py)
     conv_filters: tuple[int, ...] = (32, 64)
     kernel_size: int = 3
     batch_norm: bool = False
@@ -42,9 +44,28 @@ class ModelConfig:
     learning_rate: float = 1e-3
 
     @property
+    def geometry(self) -> Geometry:
+        if self.image_height is None or self.image_width is None:
+            raise ValueError("the input size is not derived yet: call with_data_geometry")
+        return Geometry(self.image_height, self.image_width, self.width_scale)
+
+    def with_data_geometry(self, metadata: Sequence[Mapping[str, Any]]) -> ModelConfig:
+        """The input size this config leaves open, derived from ExampleGen metadata (spans).
+
+        A pinned height keeps; a pinned width keeps too (with the pinned width scale).
+        """
+        if self.image_height is not None and self.image_width is not None:
+            return self
+        ranges = data_ranges(metadata)
+        derived = derive_geometry(ranges["max_height"], ranges["max_aspect"],
+                                  ranges["max_label_length"], height=self.image_height)
+        return dataclasses.replace(self, image_height=derived.height, image_width=derived.width,
+                                   width_scale=derived.width_scale)
+
+    @property
     def time_steps(self) -> int:
         """Output frames: the first two conv blocks halve the width, later ones keep it."""
-        steps = self.image_width
+        steps = self.geometry.width
         for _ in self.conv_filters[:2]:
             steps //= 2
         return steps
@@ -82,8 +103,9 @@ class ModelConfig:
         return cls.from_dict(artifact_io.read_json(path))
 
 
-# The architecture of the Keras example "OCR model for reading Captchas", kept as a baseline.
-KERAS_EXAMPLE = ModelConfig()
+# The architecture of the Keras example "OCR model for reading Captchas", kept as a baseline,
+# at its own input size.
+KERAS_EXAMPLE = ModelConfig(image_height=50, image_width=200)
 
 
 def search_space(hp: keras_tuner.HyperParameters, base: ModelConfig) -> ModelConfig:

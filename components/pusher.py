@@ -102,7 +102,7 @@ class ServingModule(tf.Module):
         # does not ("Could not find variable", keras-team/keras#20095).
         self.model_variables = [variable.value for variable in model.variables]
         self._vocab = list(vocab)
-        self._image_size = (config.image_height, config.image_width)
+        self._geometry = config.geometry
 
     def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Every item decoded on its own; one that fails to decode becomes a blank image.
@@ -112,23 +112,25 @@ class ServingModule(tf.Module):
         tf.data's `ignore_errors` can: it drops the failing items, and their indices, carried
         along, give the validity flag.
         """
-        height, width = self._image_size
+        geometry = self._geometry
         count = tf.shape(image_bytes)[0]
         decoded = (
             tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
             .map(
-                lambda index, data: (index, preprocess_image(data, height, width)),
+                lambda index, data: (index, preprocess_image(data, geometry)),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
             .ignore_errors()
         )
         # One extra row, always present, so the batch below exists even if every item failed.
-        sentinel = tf.data.Dataset.from_tensors((count, tf.zeros([height, width, 1])))
+        sentinel = tf.data.Dataset.from_tensors(
+            (count, tf.zeros([geometry.height, geometry.width, 1])))
         indices, images = (
             decoded.concatenate(sentinel).batch(tf.cast(count, tf.int64) + 1).get_single_element()
         )
         positions = indices[:, None]
-        images = tf.scatter_nd(positions, images, [count + 1, height, width, 1])[:count]
+        shape = [count + 1, geometry.height, geometry.width, 1]
+        images = tf.scatter_nd(positions, images, shape)[:count]
         valid = tf.scatter_nd(positions, tf.ones_like(indices, tf.bool), [count + 1])[:count]
         return images, valid
 

@@ -293,12 +293,13 @@ def run_train(
     dirs = examples.as_list(examples_dirs)
     vocab = examples.combined_vocab(dirs)
     max_label_length = examples.max_label_length(dirs)
+    model_config = model_config.with_data_geometry([examples.read_metadata(d) for d in dirs])
     model_config.check_label_length(max_label_length)
     keras.utils.set_random_seed(train_config.seed)
 
     fit_ds, validation_ds, counts = fit_and_validation(
         dirs,
-        image_height=model_config.image_height, image_width=model_config.image_width,
+        geometry=model_config.geometry,
         max_label_length=max_label_length, batch_size=train_config.batch_size,
         validation_percent=train_config.validation_percent,
         augment=make_augment(train_config.augment), seed=train_config.seed,

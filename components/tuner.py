@@ -353,6 +353,8 @@ def run_tune(
     dirs = examples.as_list(examples_dirs)
     vocab = examples.combined_vocab(dirs)
     max_label_length = examples.max_label_length(dirs)
+    base_model_config = base_model_config.with_data_geometry(
+        [examples.read_metadata(d) for d in dirs])
     base_model_config.check_label_length(max_label_length)
     role = process_role()
 
@@ -382,8 +384,7 @@ def run_tune(
     else:
         fit_ds, validation_ds, counts = fit_and_validation(
             dirs,
-            image_height=base_model_config.image_height,
-            image_width=base_model_config.image_width,
+            geometry=base_model_config.geometry,
             max_label_length=max_label_length, batch_size=config.batch_size,
             validation_percent=config.validation_percent,
             augment=make_augment(config.augment), seed=config.seed,

@@ -35,7 +35,7 @@ PROFILES: dict[str, Profile] = {
     # 128x32 cost 2.5x less than at 200x50; 12 epochs on 7,219 of them read 95.8 % of 1,000
     # fresh synthetic captchas, 5 minutes on a busy machine 94 % (benchmarks/README.md).
     "quick": Profile(
-        model=ModelConfig(image_height=32, image_width=128, conv_filters=(16, 32, 64),
+        model=ModelConfig(image_height=32, conv_filters=(16, 32, 64),
                           batch_norm=True, dense_units=64, lstm_units=(96,), dropout=0.1,
                           lstm_dropout=0.1, learning_rate=3e-3),
         train=TrainConfig(epochs=200, batch_size=32, patience=200, lr_schedule="cosine-time",

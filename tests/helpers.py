@@ -42,6 +42,9 @@ def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathl
         "counts": {split: len(items) for split, items in splits.items()},
         "vocab_size": len(vocab),
         "max_label_length": max(len(label) for items in splits.values() for _, label in items),
+        "image_height_range": [CLEAN_HEIGHT, CLEAN_HEIGHT],
+        "image_width_range": [CLEAN_WIDTH, CLEAN_WIDTH],
+        "aspect_ratio_range": [CLEAN_WIDTH / CLEAN_HEIGHT] * 2,
     }
     (output / examples.METADATA_FILE).write_text(json.dumps(metadata))
     return output

@@ -12,6 +12,7 @@ import tensorflow as tf
 from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, augment_batch, make_augment
 from components.dataset import make_dataset, read_split
+from components.geometry import Geometry
 from components.model import (
     KERAS_EXAMPLE,
     CharacterErrorRate,
@@ -64,7 +65,8 @@ def test_keras_example_preset_is_the_example_architecture():
 
 
 def test_model_config_json_round_trip_and_label_length_check(tmp_path):
-    config = ModelConfig(conv_filters=(16, 32, 64), batch_norm=True, lstm_units=(64,))
+    config = ModelConfig(image_height=50, image_width=200, conv_filters=(16, 32, 64),
+                         batch_norm=True, lstm_units=(64,))
     config.to_json(str(tmp_path / "hp.json"))
     assert ModelConfig.from_json(str(tmp_path / "hp.json")) == config
     assert config.time_steps == 50 and config.max_label_length == 24
@@ -77,7 +79,7 @@ def test_model_config_json_round_trip_and_label_length_check(tmp_path):
 
 
 def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_examples):
-    kwargs = dict(image_height=24, image_width=64, max_label_length=4, batch_size=8)
+    kwargs = dict(geometry=Geometry(24, 64, 1.0), max_label_length=4, batch_size=8)
     augment = make_augment(AugmentConfig(max_shift=0.1, max_rotation_degrees=5, max_noise_stddev=0.05))
     tf.random.set_seed(1)
     plain = list(make_dataset(str(clean_examples), examples.TRAIN, **kwargs))
@@ -97,7 +99,7 @@ def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_example
     eval_with_augment = tf.concat(
         [i for i, _ in make_dataset(str(clean_examples), examples.TRAIN, augment=augment, **kwargs)], 0
     )
-    expected = tf.stack([preprocess_image(b, 24, 64) for b in stored])
+    expected = tf.stack([preprocess_image(b, Geometry(24, 64, 1.0)) for b in stored])
     np.testing.assert_array_equal(eval_images.numpy(), expected.numpy())
     np.testing.assert_array_equal(eval_with_augment.numpy(), expected.numpy())
 

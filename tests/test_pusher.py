@@ -112,8 +112,7 @@ def encode(image: Image.Image, fmt: str) -> bytes:
 def keras_reading(model_dir: pathlib.Path, files: list[pathlib.Path]) -> tuple[list[str], np.ndarray]:
     """What the Keras model reads in this process, preprocessing each file on its own."""
     model, vocab, config = load_trained(str(model_dir))
-    images = tf.stack([preprocess_image(f.read_bytes(), config.image_height, config.image_width)
-                       for f in files])
+    images = tf.stack([preprocess_image(f.read_bytes(), config.geometry) for f in files])
     text, confidence = decode_logits(model(images, training=False), vocab)
     return [t.decode() for t in text.numpy()], confidence.numpy()
 
@@ -228,8 +227,8 @@ def test_served_preprocessing_equals_the_training_pipeline(probes, synthetic_exa
     served = probes["untrained"]["images"][-len(eval_files):]
     training = np.concatenate([
         images.numpy() for images, _ in dataset.make_dataset(
-            str(synthetic_examples), examples.EVAL, image_height=TINY.image_height,
-            image_width=TINY.image_width, max_label_length=8, batch_size=16)
+            str(synthetic_examples), examples.EVAL, geometry=TINY.geometry, max_label_length=8,
+            batch_size=16)
     ])
     assert len(eval_files) > 5
     assert probes["untrained"]["preprocessed_valid"][-len(eval_files):] == [True] * len(eval_files)
