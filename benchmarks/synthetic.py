@@ -82,7 +82,7 @@ def main() -> int:
     profile = PROFILES["full"]
     model_config = dataclasses.replace(profile.model, dropout=args.dropout, lstm_dropout=args.dropout)
     train_config = profile.train.replace(
-        epochs=10_000, patience=10_000, lr_schedule="cosine-time", warmup_epochs=1,
+        epochs=10_000, lr_schedule="hold-cosine", decay_epochs=None, warmup_epochs=1,
         max_minutes=args.minutes, batch_size=args.batch_size, seed=args.seed, verbose=2,
         augment=profile.train.augment if args.augment else NO_AUGMENTATION,
     )

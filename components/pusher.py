@@ -50,6 +50,9 @@ EVALUATION_METRICS_FILE = "evaluation_metrics.json"
 # TF Serving replays this file at load time, so the first real request is not the slow one.
 WARMUP_FILE = "tf_serving_warmup_requests"
 TEMP_PREFIX = ".tmp-export-"
+# A model that reads fewer than half of its eval captchas is no first version to serve: the
+# floor a run must pass before anything is pushed (`--min-accuracy` moves it).
+DEFAULT_MIN_ACCURACY = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +60,8 @@ class PushConfig:
     """When a candidate may replace the served model, and where it goes."""
 
     min_accuracy: float = setting(
-        0.0, "push only a model whose serving signature reads at least this share of the "
-        "eval captchas")
+        DEFAULT_MIN_ACCURACY, "push only a model whose serving signature reads at least this "
+        "share of the eval captchas")
     tolerance: float = setting(
         0.0, "how far below the served version's accuracy a candidate may be and still be pushed")
     force: bool = setting(False, "push whatever the evaluation says", flag="--force-push")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import posixpath
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import LOGITS_LAYER, ModelConfig, build_model, compile_model
+from components.schedule import LEARNING_STARTED, HoldThenCosine, StopAtDeadline
 from components.settings import setting
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,12 @@ SUMMARY_FILE = "train_summary.json"
 # Whole-captcha accuracy first; among equal accuracies the lower CTC loss wins.
 SELECTION_SCORE = "val_score"
 MONITOR_MODES = {SELECTION_SCORE: "max", "val_sequence_accuracy": "max", "val_loss": "min"}
-# cosine: warmup + cosine decay over `epochs`; cosine-time: the same over the `max_minutes`
-# budget (the demo anneals fully on a fast or a slow machine); plateau: halve on a val_loss
-# plateau.
-LR_SCHEDULES = ("constant", "cosine", "cosine-time", "plateau")
-# cosine-time holds the peak rate while the model reads nothing (the CTC plateau, whose
-# length varies from run to run), at most for this share of the budget, then decays.
-MAX_HOLD_FRACTION = 0.6
-LEARNING_STARTED = 0.05  # validation whole-captcha accuracy that ends the plateau
+# constant; cosine: warmup + cosine decay over `epochs` (fixed recipes); plateau: halve on a
+# val_loss plateau; hold-cosine: warmup, the peak held through the CTC plateau, then a cosine
+# measured in steps and time (components/schedule.py), the profiles' schedule.
+LR_SCHEDULES = ("constant", "cosine", "plateau", "hold-cosine")
+# hold-cosine gives up on an attempt that reads nothing after this share of the time budget.
+MAX_HOLD_FRACTION = 0.4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +59,14 @@ class TrainConfig:
     restore_best: bool = True  # False: keep the last epoch's weights (fixed-epoch recipes)
     lr_schedule: str = "constant"
     warmup_epochs: int = 0
+    # hold-cosine: the decay, once the model reads, lasts this many epochs but at least
+    # min_decay_steps steps (None: until max_minutes), and never past max_minutes.
+    decay_epochs: int | None = None
+    min_decay_steps: int = 0
+    # hold-cosine: an attempt still reading nothing after this many epochs (or MAX_HOLD_FRACTION
+    # of max_minutes) starts again with another seed and half the rate, at most max_restarts.
+    plateau_epochs: int | None = None
+    max_restarts: int = 0
     min_learning_rate: float = 1e-5
     augment: AugmentConfig = setting(
         NO_AUGMENTATION, "train without augmentation (for tens of thousands of captchas, where "
@@ -78,8 +84,8 @@ class TrainConfig:
             raise ValueError(f"monitor is one of {sorted(MONITOR_MODES)}, got {self.monitor!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule is one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.lr_schedule == "cosine-time" and not self.max_minutes:
-            raise ValueError("lr_schedule cosine-time anneals over max_minutes: set it")
+        if self.lr_schedule == "hold-cosine" and self.decay_epochs is None and not self.max_minutes:
+            raise ValueError("hold-cosine decays over decay_epochs or max_minutes: set one")
         if not 0 < self.validation_percent < 100:
             raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
 
@@ -154,66 +160,6 @@ class SelectionScore(keras.callbacks.Callback):
             logs[SELECTION_SCORE] = logs["val_sequence_accuracy"] - 1e-4 * min(logs["val_loss"], 100.0)
 
 
-class _TimeBudget(keras.callbacks.Callback):
-    """Ends training at the time budget (best weights are still restored).
-
-    With `anneal`, the learning rate follows the budget itself: warmup, the peak held until
-    the model leaves the CTC plateau (validation accuracy above LEARNING_STARTED, or
-    MAX_HOLD_FRACTION of the time), then cosine decay to the end, so the model is annealed
-    when the time is up however fast the machine is and however long the plateau lasts.
-    Without it, training stops before an epoch that would end after the budget.
-    """
-
-    def __init__(self, max_minutes: float, anneal: bool = False, peak: float = 0.0,
-                 floor: float = 0.0, warmup_fraction: float = 0.0) -> None:
-        super().__init__()
-        self.budget = max_minutes * 60.0
-        self.anneal, self.peak, self.floor, self.warmup = anneal, peak, floor, warmup_fraction
-        self.stopped_epoch: int | None = None
-        self.decay_from: float | None = None  # share of the budget where the decay began
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.start = time.perf_counter()
-        self.epoch_start = self.start
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-        self.epoch_start = time.perf_counter()
-
-    def fraction(self) -> float:
-        return (time.perf_counter() - self.start) / self.budget
-
-    def learning_rate(self, fraction: float) -> float:
-        if fraction < self.warmup:
-            return self.peak * (0.1 + 0.9 * fraction / self.warmup)
-        if self.decay_from is None and fraction >= MAX_HOLD_FRACTION:
-            self.decay_from = fraction
-        if self.decay_from is None:
-            return self.peak
-        progress = min(1.0, (fraction - self.decay_from) / max(1e-9, 1.0 - self.decay_from))
-        return self.floor + 0.5 * (self.peak - self.floor) * (1.0 + math.cos(math.pi * progress))
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if not self.anneal:
-            return
-        fraction = self.fraction()
-        if fraction >= 1.0:
-            self.stopped_epoch = self.epoch
-            self.model.stop_training = True
-        self.model.optimizer.learning_rate.assign(self.learning_rate(fraction))
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        learning = (logs or {}).get("val_sequence_accuracy", 0.0) > LEARNING_STARTED
-        if self.anneal and self.decay_from is None and learning:
-            self.decay_from = max(self.warmup, self.fraction())
-        if not self.anneal and now - self.start + (now - self.epoch_start) > self.budget:
-            self.stopped_epoch = epoch
-            self.model.stop_training = True
-        if self.stopped_epoch is not None:
-            log.info("time budget of %.1f min reached in epoch %d", self.budget / 60, epoch + 1)
-
-
 class _EpochTimes(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.seconds: list[float] = []
@@ -225,29 +171,52 @@ class _EpochTimes(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def _learning_rate(model_config: ModelConfig, config: TrainConfig, steps_per_epoch: int):
+def _learning_rate(learning_rate: float, config: TrainConfig, steps_per_epoch: int):
+    """The optimizer's rate: a Keras schedule for `cosine`; a float the callbacks may set."""
     if config.lr_schedule != "cosine":
-        return model_config.learning_rate
+        return learning_rate
     warmup_steps = config.warmup_epochs * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=model_config.learning_rate / 10 if warmup_steps else model_config.learning_rate,
+        initial_learning_rate=learning_rate / 10 if warmup_steps else learning_rate,
         decay_steps=max(1, (config.epochs - config.warmup_epochs) * steps_per_epoch),
-        alpha=config.min_learning_rate / model_config.learning_rate,
-        warmup_target=model_config.learning_rate if warmup_steps else None,
+        alpha=config.min_learning_rate / learning_rate,
+        warmup_target=learning_rate if warmup_steps else None,
         warmup_steps=warmup_steps,
     )
 
 
-def _callbacks(
-    config: TrainConfig, model_config: ModelConfig, out_dir: str
-) -> list[keras.callbacks.Callback]:
+def _schedule(config: TrainConfig, learning_rate: float, steps_per_epoch: int,
+              deadline: float | None, last_attempt: bool) -> keras.callbacks.Callback:
+    """The callback that owns the learning rate and the end of training for this schedule."""
+    if config.lr_schedule == "hold-cosine":
+        decay_steps = None
+        if config.decay_epochs is not None:
+            decay_steps = max(config.decay_epochs * steps_per_epoch, config.min_decay_steps)
+        budget = None if deadline is None else deadline - time.time()
+        return HoldThenCosine(
+            peak=learning_rate, floor=config.min_learning_rate,
+            warmup_steps=config.warmup_epochs * steps_per_epoch, decay_steps=decay_steps,
+            deadline=deadline, plateau_epochs=config.plateau_epochs,
+            plateau_seconds=None if budget is None else MAX_HOLD_FRACTION * budget,
+            last_attempt=last_attempt,
+        )
+    if config.lr_schedule == "plateau":
+        return keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=5, min_lr=config.min_learning_rate, verbose=1,
+        )
+    return StopAtDeadline(deadline) if deadline is not None else keras.callbacks.Callback()
+
+
+def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callback]:
     mode = MONITOR_MODES[config.monitor]
     checkpoints = posixpath.join(out_dir, "checkpoints")
     tf.io.gfile.makedirs(checkpoints)
-    callbacks: list[keras.callbacks.Callback] = [
+    # hold-cosine ends training itself, after the plateau: early stopping only restores.
+    patience = config.epochs if config.lr_schedule == "hold-cosine" else config.patience
+    return [
         SelectionScore(),
         keras.callbacks.EarlyStopping(
-            monitor=config.monitor, mode=mode, patience=config.patience,
+            monitor=config.monitor, mode=mode, patience=patience,
             start_from_epoch=config.start_from_epoch, restore_best_weights=config.restore_best,
             verbose=1,
         ),
@@ -261,19 +230,6 @@ def _callbacks(
         keras.callbacks.CSVLogger(posixpath.join(out_dir, HISTORY_FILE)),
         keras.callbacks.TensorBoard(posixpath.join(out_dir, "logs"), profile_batch=0),
     ]
-    if config.lr_schedule == "plateau":
-        callbacks.insert(1, keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=5, min_lr=config.min_learning_rate, verbose=1,
-        ))
-    if config.max_minutes:
-        # cosine-time cannot know epochs in advance: any warmup is the first 5 % of the budget.
-        warmup_fraction = 0.05 if config.warmup_epochs else 0.0
-        callbacks.append(_TimeBudget(
-            config.max_minutes, anneal=config.lr_schedule == "cosine-time",
-            peak=model_config.learning_rate, floor=config.min_learning_rate,
-            warmup_fraction=warmup_fraction,
-        ))
-    return callbacks
 
 
 def _seconds_per_pass(ds: tf.data.Dataset) -> float:
@@ -289,7 +245,14 @@ def run_train(
     model_config: ModelConfig,
     train_config: TrainConfig,
 ) -> dict[str, Any]:
-    """Train on the train split (minus a validation holdout); returns `train_summary.json`."""
+    """Train on the train split (minus a validation holdout); returns `train_summary.json`.
+
+    An attempt whose model still reads nothing when the plateau limit is reached is
+    restarted with the next seed and half the learning rate, at most `max_restarts` times,
+    within the same time budget.
+    """
+    start = time.time()
+    deadline = start + 60 * train_config.max_minutes if train_config.max_minutes else None
     dirs = examples.as_list(examples_dirs)
     vocab = examples.combined_vocab(dirs)
     max_label_length = examples.max_label_length(dirs)
@@ -305,40 +268,64 @@ def run_train(
         augment=make_augment(train_config.augment), seed=train_config.seed,
     )
     steps_per_epoch = -(-counts["fit"] // train_config.batch_size)
-    log.info("training on %d examples, validating on %d, %d characters, labels up to %d",
-             counts["fit"], counts["validation"], len(vocab), max_label_length)
-
-    model = build_model(model_config, len(vocab))
-    if train_config.warm_start:
-        warm_start(model, vocab, train_config.warm_start)
-    compile_model(model, _learning_rate(model_config, train_config, steps_per_epoch))
+    geometry = model_config.geometry
+    log.info("training on %d examples, validating on %d, %d characters, labels up to %d; "
+             "input %dx%d (width scale %.2f, %d frames)", counts["fit"], counts["validation"],
+             len(vocab), max_label_length, geometry.height, geometry.width, geometry.width_scale,
+             geometry.time_steps)
 
     with artifact_io.atomic_dir(output_dir) as out:
-        callbacks = _callbacks(train_config, model_config, out)
-        epoch_times = _EpochTimes()
-        start = time.perf_counter()
-        history = model.fit(
-            fit_ds, validation_data=validation_ds, epochs=train_config.epochs,
-            callbacks=[*callbacks, epoch_times], verbose=train_config.verbose,
-        )
-        train_seconds = time.perf_counter() - start
+        attempts = []
+        for attempt in range(train_config.max_restarts + 1):
+            seed = train_config.seed + attempt
+            learning_rate = model_config.learning_rate * 0.5**attempt
+            keras.utils.set_random_seed(seed)
+            model = build_model(model_config, len(vocab))
+            if train_config.warm_start:
+                warm_start(model, vocab, train_config.warm_start)
+            compile_model(model, _learning_rate(learning_rate, train_config, steps_per_epoch))
+            schedule = _schedule(train_config, learning_rate, steps_per_epoch, deadline,
+                                 last_attempt=attempt == train_config.max_restarts)
+            callbacks = _callbacks(train_config, out)
+            epoch_times = _EpochTimes()
+            history = model.fit(
+                fit_ds, validation_data=validation_ds, epochs=train_config.epochs,
+                callbacks=[schedule, *callbacks, epoch_times], verbose=train_config.verbose,
+            )
+            stalled = getattr(schedule, "stalled", False)
+            attempts.append({"seed": seed, "learning_rate": learning_rate,
+                             "epochs": len(history.epoch), "stalled": stalled,
+                             "reading_began_epoch": getattr(schedule, "reading_began_epoch", None)})
+            if not stalled:
+                break
+            log.warning(
+                "attempt %d read nothing after %d epochs (%.1f min): the CTC blank plateau. "
+                "Starting again with seed %d and learning rate %.2g", attempt + 1,
+                len(history.epoch), (time.time() - start) / 60, seed + 1, learning_rate / 2)
+        train_seconds = time.time() - start
         early_stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
         best_epoch = early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
+        best = {k: float(v[best_epoch]) for k, v in history.history.items()}
         summary: dict[str, Any] = {
             "model_dir": output_dir,
             "examples_dirs": dirs,
             "vocab_size": len(vocab),
             "max_label_length": max_label_length,
+            "geometry": dataclasses.asdict(geometry),
             "examples": counts,
             "epochs_run": len(history.epoch),
             "best_epoch": best_epoch + 1,  # the epoch whose weights were kept
-            "best": {k: float(v[best_epoch]) for k, v in history.history.items()},
+            "best": best,
+            "learned": best.get("val_sequence_accuracy", 0.0) > LEARNING_STARTED,
+            "attempts": attempts,
+            "reading_began_epoch": attempts[-1]["reading_began_epoch"],
             "train_seconds": round(train_seconds, 1),
             "seconds_per_epoch": epoch_times.seconds,
-            "stopped_by_time_budget": any(
-                isinstance(c, _TimeBudget) and c.stopped_epoch is not None for c in callbacks
-            ),
+            "stopped_by_time_budget": deadline is not None and time.time() >= deadline - 1,
         }
+        if not summary["learned"]:
+            log.warning("the model reads %.1f%% of the validation captchas: it did not learn",
+                        100 * best.get("val_sequence_accuracy", 0.0))
         if train_config.measure_input_pipeline:
             # One pass of the cached, augmented input alone vs. a training epoch: the model
             # is starved only if the first approaches the second.

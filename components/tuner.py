@@ -44,6 +44,7 @@ from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
+from components.schedule import StopAtDeadline
 from components.settings import setting
 from components.trainer import (
     MONITOR_MODES,
@@ -199,22 +200,6 @@ class _Tuner(kt.Hyperband):
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         self.trials_run_here.append(trial.trial_id)
         super().on_trial_begin(trial)
-
-
-class _StopBeforeDeadline(keras.callbacks.Callback):
-    """Ends a trial before an epoch that would finish past the deadline (epoch 1 always runs)."""
-
-    def __init__(self, deadline: float) -> None:
-        super().__init__()
-        self.deadline = deadline
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch_start = time.time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.time()
-        if now + (now - self.epoch_start) > self.deadline:
-            self.model.stop_training = True
 
 
 def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any]) -> None:
@@ -399,7 +384,7 @@ def run_tune(
             ),
         ]
         if deadline is not None:
-            callbacks.append(_StopBeforeDeadline(deadline))
+            callbacks.append(StopAtDeadline(deadline))
         tuner.search(
             fit_ds, validation_data=validation_ds, epochs=config.max_epochs,
             callbacks=callbacks, verbose=verbose,

@@ -369,7 +369,23 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
             )
     orch.echo(f"  manifest: {orch.path(MANIFEST_FILE)}")
     orch.echo(f"  report:   {report_path}")
+    if push and not push["pushed"] and push.get("version") is None:
+        raise PipelineStopped(_nothing_served(push, steps["Trainer"].result, report_path))
     return manifest
+
+
+def _nothing_served(push: dict[str, Any], training: dict[str, Any], report_path: str) -> str:
+    """Why the first version was not pushed, and what to try: a model that did not learn
+    must not look like a result."""
+    stuck = "" if training.get("learned", True) else (
+        " It never left the CTC blank plateau (it reads nothing on its validation captchas"
+        f" after {training['epochs_run']} epochs, {len(training.get('attempts', []))} attempts).")
+    return (
+        f"nothing was pushed: {push['reason']}.{stuck}\n"
+        "  Try: more labelled captchas; --profile full; a longer --max-minutes; check the\n"
+        "  labels and images in the report's data grid; --min-accuracy sets the floor and\n"
+        f"  --force-push pushes anyway.\n  report: {report_path}"
+    )
 
 
 def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:

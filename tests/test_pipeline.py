@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -20,6 +21,7 @@ from helpers import (
     write_clean_images,
 )
 
+from components.pusher import PushConfig
 from pipeline import runner
 
 TINY_MODEL = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, lstm_units=(24,))
@@ -124,8 +126,10 @@ def test_run_killed_during_training_resumes_without_reingesting(project, tmp_pat
     assert process.returncode == -signal.SIGKILL
     assert not (work / "Trainer" / "span-0" / runner.COMPLETE_MARKER).exists()
 
+    # 3 epochs are too few to read: this test is about resuming, so the floor is off.
     manifest = runner.run(config_for(project, workdir=str(work), export_dir=str(tmp_path / "export"),
-                                      train_overrides={"epochs": 3, "max_minutes": 2.0}))
+                                      train_overrides={"epochs": 3, "max_minutes": 2.0},
+                                      push=PushConfig(min_accuracy=0.0)))
     assert statuses(manifest) == {
         "ExampleGen": "skipped", "Validation": "skipped", "Trainer": "ran",
         "Evaluator": "ran", "Pusher": "ran",
@@ -148,3 +152,19 @@ def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, fi
         runner.retrain(config_for(project, images=str(bad_batch)))
     assert "9" in str(stopped.value)
     assert versions(project["root"] / "export") == ["1", "2"]
+
+
+def test_a_model_that_reads_nothing_is_not_pushed_and_the_run_fails(project, tmp_path, capsys):
+    from pipeline import cli
+
+    frozen = tmp_path / "frozen.json"  # a learning rate of 0: the model cannot learn
+    dataclasses.replace(TINY_MODEL, learning_rate=0.0).to_json(str(frozen))
+    status = cli.main(["run", "--images", str(project["images"]), "--workdir", str(tmp_path / "work"),
+                       "--export-dir", str(tmp_path / "export"), "--hyperparameters", str(frozen),
+                       "--epochs", "2"])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "nothing was pushed" in error and "below the threshold 0.5000" in error
+    assert "Try: more labelled captchas" in error and "--force-push" in error
+    assert not (tmp_path / "export").exists() or versions(tmp_path / "export") == []
+    assert (tmp_path / "work" / runner.REPORT_FILE).is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -136,16 +137,41 @@ def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(clean
     assert train_config["augment"] == NO_AUGMENTATION.to_dict()
 
 
-def test_time_budget_schedule_holds_through_the_plateau_then_anneals():
-    from components.trainer import MAX_HOLD_FRACTION, _TimeBudget
+def test_hold_then_cosine_holds_through_the_plateau_then_decays_by_steps_or_time():
+    from components.schedule import HoldThenCosine
 
-    budget = _TimeBudget(5.0, anneal=True, peak=1e-3, floor=1e-5, warmup_fraction=0.05)
-    assert budget.learning_rate(0.0) == pytest.approx(1e-4)
-    assert budget.learning_rate(0.3) == pytest.approx(1e-3)  # still reading nothing: hold
-    budget.decay_from = 0.3  # learning started at 30 % of the budget
-    assert budget.learning_rate(0.65) == pytest.approx((1e-3 + 1e-5) / 2)
-    assert budget.learning_rate(1.0) == pytest.approx(1e-5)
-    never_learns = _TimeBudget(5.0, anneal=True, peak=1e-3, floor=1e-5)
-    assert never_learns.learning_rate(MAX_HOLD_FRACTION - 0.01) == pytest.approx(1e-3)
-    assert never_learns.learning_rate(MAX_HOLD_FRACTION) == pytest.approx(1e-3)  # decay starts
-    assert never_learns.learning_rate(1.0) == pytest.approx(1e-5)
+    now = time.time()
+    by_steps = HoldThenCosine(peak=1e-3, floor=1e-5, warmup_steps=10, decay_steps=100,
+                              deadline=now + 1000, plateau_epochs=None, plateau_seconds=None,
+                              last_attempt=True)
+    by_steps.step = 0
+    assert by_steps.learning_rate(now) == pytest.approx(1e-4)  # warmup starts at a tenth
+    by_steps.step = 500
+    assert by_steps.learning_rate(now) == pytest.approx(1e-3)  # still reading nothing: hold
+    by_steps.decay_from = (500, now)  # the model reads from step 500 on
+    by_steps.step = 550
+    assert by_steps.learning_rate(now) == pytest.approx((1e-3 + 1e-5) / 2)
+    by_steps.step = 600
+    assert by_steps.learning_rate(now) == pytest.approx(1e-5)
+    by_time = HoldThenCosine(peak=1e-3, floor=1e-5, warmup_steps=0, decay_steps=None,
+                             deadline=now + 100, plateau_epochs=None, plateau_seconds=None,
+                             last_attempt=True)
+    by_time.step, by_time.decay_from = 7, (0, now)
+    assert by_time.learning_rate(now + 50) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert by_time.learning_rate(now + 100) == pytest.approx(1e-5)
+
+
+def test_a_run_stuck_in_the_plateau_restarts_and_says_it_did_not_learn(clean_examples, tmp_path,
+                                                                        caplog):
+    frozen = dataclasses.replace(CLEAN_TINY, learning_rate=0.0)  # it cannot leave the plateau
+    config = CLEAN_TRAINING.replace(lr_schedule="hold-cosine", epochs=5, warmup_epochs=0,
+                                    decay_epochs=1, plateau_epochs=1, max_restarts=1)
+    with caplog.at_level("INFO"):
+        summary = run_train(str(clean_examples), str(tmp_path / "model"), frozen, config)
+    assert [a["stalled"] for a in summary["attempts"]] == [True, False]
+    assert [a["seed"] for a in summary["attempts"]] == [config.seed, config.seed + 1]
+    assert summary["attempts"][1]["learning_rate"] == 0.0
+    assert not summary["learned"]
+    assert "read nothing after 1 epochs" in caplog.text and "Starting again with seed" in caplog.text
+    assert "no restart left" in caplog.text  # the last attempt decays anyway
+
