@@ -481,14 +481,18 @@ def read_review_csv(path: str) -> tuple[dict[str, str], dict[str, tuple[str, str
     return labels, withheld
 
 
+def read_labels(path: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Any labels CSV -> ({source: label}, {source: (reason, detail)} of rows not to train on)."""
+    if _is_review_csv(path):
+        return read_review_csv(path)
+    return read_labels_csv(path), {}
+
+
 def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPlan:
     inputs, skipped_hidden = list_inputs(images)
     labels, withheld = None, {}
     if config.labels_csv:
-        if _is_review_csv(config.labels_csv):
-            labels, withheld = read_review_csv(config.labels_csv)
-        else:
-            labels = read_labels_csv(config.labels_csv)
+        labels, withheld = read_labels(config.labels_csv)
         csv_path = os.path.abspath(config.labels_csv) if _is_local(config.labels_csv) else config.labels_csv
         inputs = sorted((set(inputs) | set(labels) | set(withheld)) - {csv_path})
     if not inputs:
