@@ -208,7 +208,7 @@ def add_to_queue(
         queued.append(row)
         known.add(digest)
         taken.add(name)
-    rows = sorted(rows + queued, key=lambda row: row.confidence)
+    rows = sorted(rows + queued, key=lambda row: (row.confidence, row.filename))
     if queued or not tf.io.gfile.exists(path):
         write_rows(path, rows)
     return QueueResult(queued, already, not_copied, confident, len(rows))
