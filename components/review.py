@@ -136,7 +136,7 @@ main { max-width: 860px; margin: 0 auto; padding: 24px; text-align: center; }
 header { display: flex; justify-content: space-between; align-items: baseline; }
 #progress { font-size: 1.4em; font-weight: 600; }
 #answered, #folder, #hint { color: #666; }
-#captcha { display: block; margin: 24px auto 12px; width: 100%; max-width: 800px;
+#captcha { display: block; margin: 20px auto 12px; width: 100%; max-width: 640px;
   image-rendering: pixelated; background: #fff; border: 1px solid #ccc; }
 #guess { color: #555; min-height: 1.4em; }
 #label { font: 2.4em ui-monospace, monospace; width: 12em; text-align: center;
@@ -160,7 +160,8 @@ button { font-size: 1em; padding: 8px 14px; margin: 4px; border-radius: 6px;
   <button id="next" type="button">Next (&darr;)</button>
 </div>
 <div id="status"></div>
-<p id="hint">Type the text you see, Enter saves it and shows the next captcha.</p>
+<p id="hint">Type the text you see: Enter saves it and shows the next captcha, Esc marks it
+unreadable, &uarr; and &darr; go back and forth. Every answer is saved at once.</p>
 </main>
 <script>
 "use strict";
