@@ -62,7 +62,18 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    def _foreign(self) -> bool:
+        """A request another site made the browser send (DNS rebinding, a cross-site form)."""
+        port = self.server.server_address[1]
+        hosts = {f"{HOST}:{port}", f"localhost:{port}"}
+        if self.headers.get("Host") not in hosts:
+            return True
+        return self.command == "POST" and self.headers.get_content_type() != "application/json"
+
     def do_GET(self) -> None:
+        if self._foreign():
+            self._send_json(403, {"error": "only this machine's browser, on this page"})
+            return
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/":
             self._send(200, PAGE.encode("utf-8"), "text/html; charset=utf-8")
@@ -74,6 +85,9 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no page {url.path}"})
 
     def do_POST(self) -> None:
+        if self._foreign():
+            self._send_json(403, {"error": "only this machine's browser, on this page"})
+            return
         if urllib.parse.urlsplit(self.path).path != "/api/answer":
             self._send_json(404, {"error": f"no page {self.path}"})
             return

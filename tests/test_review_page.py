@@ -104,9 +104,9 @@ def test_three_answers_survive_a_reload_and_are_in_labels_csv(server, browser):
 
 
 def test_the_server_refuses_bad_answers_and_files_outside_the_queue(server):
-    def post(body: bytes) -> int:
+    def post(body: bytes, content_type: str = "application/json") -> int:
         request = urllib.request.Request(server.url + "api/answer", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": content_type})
         try:
             return urllib.request.urlopen(request).status
         except urllib.error.HTTPError as error:
@@ -117,8 +117,13 @@ def test_the_server_refuses_bad_answers_and_files_outside_the_queue(server):
     assert post(b'{"filename": "nope.png", "label": "1", "status": "labelled"}') == 400
     assert post(b'{"filename": "0.png", "label": "1", "status": "queued"}') == 400
     assert post(b"not json") == 400
+    # A cross-site form can post text/plain without asking the server first: refused.
+    assert post(b'{"filename": "0.png", "label": "1", "status": "labelled"}', "text/plain") == 403
     assert pathlib.Path(server.labels_csv).read_text() == before
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(server.url + "image?name=../queue/labels.csv")
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # a rebound DNS name
+        urllib.request.urlopen(urllib.request.Request(server.url + "api/rows",
+                                                      headers={"Host": "evil.example"}))
     assert post(b'{"filename": "0.png", "label": "12", "status": "labelled"}') == 200
     assert read_csv(server.labels_csv)[0]["label"] == "12"
