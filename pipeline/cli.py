@@ -428,7 +428,7 @@ def _run_review(args: argparse.Namespace, beam_args: list[str]) -> int:
         args.review_dir, args.port)
     try:
         serve_review(config)
-    except (ValueError, FileNotFoundError) as error:  # no queue, or a broken labels.csv
+    except (ValueError, OSError) as error:  # no queue, a broken labels.csv, a busy port
         print(f"captcha-ocr review: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -482,6 +482,7 @@ def _pipeline_config(args: argparse.Namespace, beam_args: list[str]):
 
 
 def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]) -> int:
+    from components.review_queue import ReviewCsvError
     from pipeline import runner
 
     try:
@@ -489,7 +490,7 @@ def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]
     except runner.PipelineStopped as stopped:
         print(f"captcha-ocr {flow_name} stopped: {stopped}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as error:  # bad input, e.g. a labels.csv: no trace
+    except ReviewCsvError as error:  # a hand-edited review labels.csv: say what to fix
         print(f"captcha-ocr {flow_name}: error: {error}", file=sys.stderr)
         return 2
     return 0
