@@ -33,6 +33,6 @@ setup(
         "requests",
         "rich",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={"test": ["pytest", "ruff", "selenium"]},  # selenium: the review page test
     entry_points={"console_scripts": ["captcha-ocr=pipeline.cli:main"]},
 )

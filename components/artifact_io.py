@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,8 +21,10 @@ import tensorflow as tf
 
 
 def temporary_name(path: str, tag: str = "tmp") -> str:
-    """A fresh sibling name of `path` that no reader mistakes for it."""
-    return f"{path.rstrip('/')}.{tag}-{uuid.uuid4().hex[:8]}"
+    """A fresh hidden sibling name of `path`, which no reader (nor a folder listing of
+    inputs, which skips hidden files) mistakes for it."""
+    folder, name = posixpath.split(path.rstrip("/"))
+    return posixpath.join(folder, f".{name}.{tag}-{uuid.uuid4().hex[:8]}")
 
 
 def write_with(path: str, write: Callable[[str], None]) -> None:

@@ -27,7 +27,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -35,7 +35,7 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import artifact_io, examples
+from components import artifact_io, examples, review_queue
 from components.settings import setting
 
 # Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
@@ -57,6 +57,10 @@ BAD_CHARACTER = "bad_character"
 LABEL_TOO_LONG = "label_too_long"
 DUPLICATE = "duplicate"
 CONFLICTING_LABELS = "conflicting_labels"
+# A review queue's labels.csv (components/review_queue.py) withholds the rows a person has
+# not answered, or could not read: listed with these reasons, never trained on.
+NOT_REVIEWED = "not_reviewed"
+MARKED_UNREADABLE = "marked_unreadable"
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,7 @@ class IngestPlan:
     output_dir: str  # where the job writes (a temporary sibling of the final output locally)
     config: IngestConfig
     labels_by_source: dict[str, str] | None = None  # from the CSV; None: from file names
+    withheld: dict[str, tuple[str, str]] = field(default_factory=dict)  # source: (reason, detail)
     vocab: list[str] | None = None  # fixed vocabulary (retraining); None: built by the job
     skipped_hidden: int = 0
 
@@ -137,8 +142,9 @@ class InspectImage(beam.DoFn):
     REJECTED = "rejected"
 
     def __init__(self, plan_labels: dict[str, str] | None, config: IngestConfig,
-                 vocab: list[str] | None) -> None:
+                 vocab: list[str] | None, withheld: dict[str, tuple[str, str]]) -> None:
         self._labels = plan_labels
+        self._withheld = withheld
         self._pattern = config.label_pattern
         self._allowed = set(config.alphabet) if config.alphabet is not None else None
         self._vocab = set(vocab) if vocab is not None else None
@@ -173,6 +179,10 @@ class InspectImage(beam.DoFn):
         from PIL import Image, UnidentifiedImageError
 
         label = self._label(source)
+        if source in self._withheld:
+            reason, detail = self._withheld[source]
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(source, reason, detail))
+            return
         try:
             with FileSystems.open(source, compression_type="uncompressed") as f:
                 data = f.read()
@@ -378,7 +388,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         pipeline
         | "ListInputs" >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
         | "Paths" >> beam.FlatMap(lambda batch: batch)
-        | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab))
+        | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab,
+                                          plan.withheld))
         .with_outputs(InspectImage.REJECTED, main="ok")
     )
     kept = (
@@ -429,6 +440,12 @@ def list_inputs(images: str) -> tuple[list[str], int]:
     return visible, len(paths) - len(visible)
 
 
+def _source(folder: str, filename: str) -> str:
+    """A CSV row's file as an input path: relative to the CSV's folder, absolute locally."""
+    source = posixpath.join(folder, filename.strip())
+    return os.path.abspath(source) if _is_local(source) else source
+
+
 def read_labels_csv(path: str) -> dict[str, str]:
     """`filename,label` rows (file names relative to the CSV's folder) -> {source: label}."""
     with tf.io.gfile.GFile(path, "r") as f:
@@ -439,9 +456,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
     folder = posixpath.dirname(path)
     labels: dict[str, str] = {}
     for row in rows:
-        source = posixpath.join(folder, row["filename"].strip())
-        if _is_local(source):
-            source = os.path.abspath(source)
+        source = _source(folder, row["filename"])
         label = (row["label"] or "").strip()
         if labels.get(source, label) != label:
             raise ValueError(f"{path}: {row['filename']!r} has two labels, "
@@ -450,18 +465,56 @@ def read_labels_csv(path: str) -> dict[str, str]:
     return labels
 
 
+def _is_review_csv(path: str) -> bool:
+    """A header naming any column only a review queue has: read it as one, strictly."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        header = next(csv.reader([f.readline()]), [])
+    return bool(set(header) & (set(review_queue.HEADER) - {"filename", "label"}))
+
+
+def read_review_csv(path: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """A review queue's labels.csv -> ({source: label} of answered rows, {source: withheld}).
+
+    Its extra columns are not ignored as a plain labels CSV's are: a row is trained on only
+    when a person labelled it; the others are withheld with a reason for rejected.jsonl. A
+    wrong header or a row naming a file that is not there refuses the whole file.
+    """
+    rows = review_queue.read_rows(path)
+    review_queue.check_files(path, rows)
+    folder = posixpath.dirname(path)
+    labels, withheld = {}, {}
+    for row in rows:
+        source = _source(folder, row.filename)
+        if row.status == review_queue.LABELLED:
+            labels[source] = row.label
+        elif row.status == review_queue.UNREADABLE:
+            withheld[source] = (MARKED_UNREADABLE, f"marked unreadable in {path}")
+        else:
+            withheld[source] = (NOT_REVIEWED, f"status {row.status} in {path}: not answered "
+                                f"yet (captcha-ocr review {folder})")
+    return labels, withheld
+
+
+def read_labels(path: str) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Any labels CSV -> ({source: label}, {source: (reason, detail)} of rows not to train on)."""
+    if _is_review_csv(path):
+        return read_review_csv(path)
+    return read_labels_csv(path), {}
+
+
 def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPlan:
     inputs, skipped_hidden = list_inputs(images)
-    labels = None
+    labels, withheld = None, {}
     if config.labels_csv:
-        labels = read_labels_csv(config.labels_csv)
+        labels, withheld = read_labels(config.labels_csv)
         csv_path = os.path.abspath(config.labels_csv) if _is_local(config.labels_csv) else config.labels_csv
-        inputs = sorted((set(inputs) | set(labels)) - {csv_path})
+        inputs = sorted((set(inputs) | set(labels) | set(withheld)) - {csv_path})
     if not inputs:
         raise FileNotFoundError(f"no input files match {images!r}")
     vocab = examples.read_vocab(config.vocab_path) if config.vocab_path else None
     return IngestPlan(inputs=inputs, output_dir=output_dir, config=config,
-                      labels_by_source=labels, vocab=vocab, skipped_hidden=skipped_hidden)
+                      labels_by_source=labels, withheld=withheld, vocab=vocab,
+                      skipped_hidden=skipped_hidden)
 
 
 def _check_output(output: str, overwrite: bool) -> None:

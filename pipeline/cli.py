@@ -27,6 +27,7 @@ from components import settings
 from components.augmentation import AugmentConfig
 from components.example_gen import IngestConfig
 from components.pusher import PushConfig
+from components.review import ReviewConfig
 from components.synth import SynthConfig
 from components.trainer import TrainConfig
 from components.tuner import TuneConfig
@@ -379,6 +380,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="image files (local or gs://); a folder stands for its images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.add_argument("--review-dir", default=None, metavar="DIR",
+                   help="copy the captchas read below --review-below, and those that failed to "
+                        "decode, into DIR with a labels.csv to correct (captcha-ocr review DIR)")
+    p.add_argument("--review-below", type=float, default=None, metavar="C",
+                   help="confidence threshold of --review-dir (default: the export's "
+                        "calibration, else review_queue.DEFAULT_REVIEW_BELOW)")
     p.set_defaults(handler=_run_predict)
 
 
@@ -394,7 +401,9 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     files = expand_inputs(args.files)
     failures = 0
     table = Table("file", "text", "confidence", "error", title=f"model {model.path}")
+    predictions = []
     for prediction in predict_files(model, files, args.batch_size):
+        predictions.append(prediction)
         failures += prediction.error is not None
         if args.format == "jsonl":
             print(json.dumps(prediction.to_dict(), ensure_ascii=False), flush=True)
@@ -403,9 +412,38 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
                           prediction.error or "")
     if args.format == "table":
         Console(width=160).print(table)
+    if args.review_dir:
+        from components.review_queue import queue_predictions
+
+        print(queue_predictions(args.review_dir, predictions, model.path, args.review_below),
+              file=sys.stderr)
     if failures:
         print(f"{failures} of {len(files)} files got no answer", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _add_review(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review", help="label a review queue in the browser (a page on 127.0.0.1)",
+        description="Serve a page that shows the queue's captchas one at a time with the "
+                    "model's guess to correct: Enter saves, Esc marks unreadable, arrows move. "
+                    "Each answer is written to DIR/labels.csv at once.",
+    )
+    p.add_argument("review_dir", metavar="DIR", help="a `predict --review-dir` folder")
+    add_settings(p, ReviewConfig)
+    p.set_defaults(handler=_run_review)
+
+
+def _run_review(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from components.review import serve_review
+
+    config = ReviewConfig(args.review_dir, **given_settings(ReviewConfig, args))
+    try:
+        serve_review(config)
+    except (ValueError, OSError) as error:  # no queue, a broken labels.csv, a busy port
+        print(f"captcha-ocr review: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
@@ -439,6 +477,7 @@ def _pipeline_config(args: argparse.Namespace, beam_args: list[str]) -> RunConfi
 
 
 def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]) -> int:
+    from components.review_queue import ReviewCsvError
     from pipeline import runner
 
     try:
@@ -446,6 +485,9 @@ def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]
     except runner.PipelineStopped as stopped:
         print(f"captcha-ocr {flow_name} stopped: {stopped}", file=sys.stderr)
         return 1
+    except ReviewCsvError as error:  # a hand-edited review labels.csv: say what to fix
+        print(f"captcha-ocr {flow_name}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -479,6 +521,7 @@ _PARSER_BUILDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_evaluate,
     _add_export,
     _add_predict,
+    _add_review,
     _add_run,
     _add_retrain,
 )

@@ -418,6 +418,8 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     from components import example_gen, examples, schema_gen, trainer, validation
     from components.model import ModelConfig
 
+    if config.labels_csv:
+        example_gen.read_labels(config.labels_csv)  # a broken CSV is refused before any step
     spans = _accepted_spans(config.workdir)
     if not spans:
         raise PipelineStopped(f"no trained span under {config.workdir}: run `captcha-ocr run` first")

@@ -97,7 +97,7 @@ def test_run_evaluate_writes_metrics_csvs_and_pictures(trained_model_dir, synthe
     for picture in (TRAIN_GRID_FILE, PREDICTIONS_GRID_FILE, CURVES_FILE):
         data = (output / picture).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000, picture
-    assert not list(tmp_path.glob("evaluation.tmp-*"))
+    assert not list(tmp_path.glob(".evaluation.tmp-*"))
 
 
 def test_run_evaluate_needs_a_trained_model(synthetic_examples, tmp_path):
