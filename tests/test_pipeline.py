@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import headless_chromium
 import pytest
 from conftest import CLEAN_ALPHABET, CLEAN_HEIGHT, CLEAN_WIDTH, PROJECT_ROOT, clean_captcha
 
@@ -104,6 +105,14 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
     ).stdout.strip().splitlines()[-1])
     labels = [p.name.split("_")[0] for p in sample]
     assert sum(t == label for t, label in zip(texts, labels, strict=True)) >= 6, (texts, labels)
+
+
+def test_report_renders_offline_in_headless_chromium(project, first_run):
+    browser = headless_chromium.browser_or_skip()
+    report = headless_chromium.assert_renders_offline(
+        browser, str(project["root"] / "work" / runner.REPORT_FILE),
+        ("Metrics", "Training curves", "Export"))
+    assert len(report.images) >= 3
 
 
 def test_second_run_skips_every_component(project, first_run):
