@@ -31,6 +31,7 @@ from components.model import (
     build_model,
     compile_model,
 )
+from components.progress import keras_verbose
 from components.synth import SynthConfig
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float | None = None  # stop before an epoch that would end past this
     warm_start: str | None = None  # an earlier model folder; its vocab must be a prefix
-    verbose: int | str = "auto"  # Keras progress output
+    verbose: int | str = "auto"  # Keras progress output; "auto": components.progress
     measure_input_pipeline: bool = True
 
     def __post_init__(self) -> None:
@@ -401,7 +402,7 @@ def run_train(
         start = time.perf_counter()
         history = model.fit(
             fit_ds, validation_data=validation_ds, epochs=train_config.epochs,
-            callbacks=[*callbacks, epoch_times], verbose=train_config.verbose,
+            callbacks=[*callbacks, epoch_times], verbose=keras_verbose(train_config.verbose),
         )
         train_seconds = time.perf_counter() - start
         early_stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))

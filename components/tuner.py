@@ -43,6 +43,7 @@ from matplotlib.figure import Figure
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
+from components.progress import keras_verbose
 from components.trainer import (
     MONITOR_MODES,
     SELECTION_SCORE,
@@ -387,7 +388,7 @@ def run_tune(
         # Only the chief owns the shared state; a worker starting again must not erase it.
         overwrite=config.overwrite and role != "worker",
     )
-    verbose = 1 if config.verbose == "auto" else config.verbose
+    verbose = keras_verbose(config.verbose)
     if role == "chief":
         log.info("chief: serving the oracle on %s:%s", os.environ["KERASTUNER_ORACLE_IP"],
                  os.environ["KERASTUNER_ORACLE_PORT"])
