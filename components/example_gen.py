@@ -9,7 +9,9 @@ by SHA-256, so a re-run on the same inputs gives byte-identical files.
 An image's bytes cross one shuffle: the split and the shard are functions of its SHA-256, so
 records are grouped by (split, shard) straight after decoding and exact duplicates meet in the
 shard writer, which drops them. Beside it, a shuffle of the records without their bytes, by
-SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary.
+SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary. An image already
+in an earlier span (`earlier_spans`: their digests, read from their shards, reach both steps as
+a side input) is a duplicate too, and its rejection names that span.
 
 The job writes into a temporary sibling folder that is renamed into place only after it has
 succeeded and the counts add up (inputs = written + rejected); on filesystems without
@@ -72,6 +74,7 @@ class IngestConfig:
     eval_percent: int = examples.DEFAULT_EVAL_PERCENT
     num_shards: int = DEFAULT_NUM_SHARDS  # per split
     span: int = 0
+    earlier_spans: tuple[str, ...] = ()  # ExampleGen outputs whose images this span may not repeat
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -107,6 +110,25 @@ class IngestPlan:
     labels_by_source: dict[str, str] | None = None  # from the CSV; None: from file names
     vocab: list[str] | None = None  # fixed vocabulary (retraining); None: built by the job
     skipped_hidden: int = 0
+
+
+class EarlierCopy(NamedTuple):
+    """Where an image's bytes already are: the first copy in the earlier spans."""
+
+    span: int
+    source: str
+    label: str
+
+
+def earlier_copy(record: bytes) -> tuple[str, EarlierCopy]:
+    """A serialized Contract 1 example -> (its sha256, where it is)."""
+    feature = tf.train.Example.FromString(record).features.feature
+
+    def text(name: str) -> str:
+        return feature[name].bytes_list.value[0].decode("utf-8")
+
+    return text("sha256"), EarlierCopy(feature["span"].int64_list.value[0], text("source"),
+                                       text("label"))
 
 
 def _rejection(source: str, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -203,13 +225,17 @@ class InspectImage(beam.DoFn):
                         _channels(image))
 
 
-def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, list[dict[str, Any]]]:
-    """Records of one SHA-256 -> (the one to write or None, the rejected).
+def resolve_duplicates(records: Iterable[Inspected], earlier: EarlierCopy | None = None,
+                       ) -> tuple[Inspected | None, list[dict[str, Any]]]:
+    """Records of one SHA-256 (and its earlier span's copy) -> (the one to write or None, rejected).
 
-    Same bytes and label: keep the smallest source path. Same bytes, other labels: reject all.
-    A pure function of the group, so the job's two steps that see a group decide alike.
+    Already in an earlier span: reject all, naming it. Same bytes and label: keep the smallest
+    source path. Same bytes, other labels: reject all. A pure function of its inputs, so the
+    job's two steps that see a group decide alike.
     """
     records = sorted(records, key=lambda r: r.source)
+    if earlier is not None:
+        return None, [_earlier_rejection(r, earlier) for r in records]
     labels = sorted({r.label for r in records})
     if len(labels) > 1:
         detail = "same image bytes with labels " + ", ".join(
@@ -221,13 +247,23 @@ def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, 
                              sha256=r.sha256) for r in duplicates]
 
 
+def _earlier_rejection(r: Inspected, earlier: EarlierCopy) -> dict[str, Any]:
+    detail = f"already in span {earlier.span} as {earlier.source}"
+    if r.label == earlier.label:
+        return _rejection(r.source, DUPLICATE, detail, label=r.label, sha256=r.sha256,
+                          earlier_span=earlier.span)
+    return _rejection(r.source, CONFLICTING_LABELS, f"{detail}, labelled {earlier.label!r}",
+                      label=r.label, sha256=r.sha256, earlier_span=earlier.span)
+
+
 class ResolveDuplicates(beam.DoFn):
     """(sha256, records without image bytes) -> the kept record, and the rejected ones."""
 
     REJECTED = "rejected"
 
-    def process(self, element: tuple[str, Iterable[Inspected]]) -> Iterator[Any]:
-        keep, rejected = resolve_duplicates(element[1])
+    def process(self, element: tuple[str, Iterable[Inspected]],
+                earlier: dict[str, EarlierCopy]) -> Iterator[Any]:
+        keep, rejected = resolve_duplicates(element[1], earlier.get(element[0]))
         if keep is not None:
             yield keep
         for rejection in rejected:
@@ -320,15 +356,16 @@ class WriteShard(beam.DoFn):
         self._num_shards = num_shards
         self._span = span
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]],
-                vocab: list[str]) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]], vocab: list[str],
+                earlier: dict[str, EarlierCopy]) -> Iterator[tuple[str, int]]:
         (split, shard), records = element
         by_sha256: dict[str, list[Inspected]] = collections.defaultdict(list)
         for r in records:
             by_sha256[r.sha256].append(r)
         path = shard_path(self._output_dir, split, shard, self._num_shards)
         tf.io.gfile.makedirs(posixpath.dirname(path))
-        kept = (resolve_duplicates(by_sha256[sha256])[0] for sha256 in sorted(by_sha256))
+        kept = (resolve_duplicates(by_sha256[sha256], earlier.get(sha256))[0]
+                for sha256 in sorted(by_sha256))
         yield split, write_shard(path, (self._encode(r, vocab) for r in kept if r is not None))
 
     def _encode(self, r: Inspected, vocab: list[str]) -> bytes:
@@ -367,11 +404,20 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab))
         .with_outputs(InspectImage.REJECTED, main="ok")
     )
+    earlier = beam.pvalue.AsDict(
+        pipeline
+        | "EarlierShards" >> beam.Create([examples.shard_pattern(folder, split)
+                                          for folder in config.earlier_spans
+                                          for split in examples.SPLITS])
+        | "ReadEarlier" >> beam.io.ReadAllFromTFRecord()
+        | "EarlierCopies" >> beam.Map(earlier_copy)
+        | "FirstCopy" >> beam.CombinePerKey(min)
+    )
     kept = (
         inspected.ok
         | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r._replace(image=b"")))
         | "GroupBySha256" >> beam.GroupByKey()
-        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates())
+        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates(), earlier)
         .with_outputs(ResolveDuplicates.REJECTED, main="kept")
     )
     stats = kept.kept | "Stats" >> beam.CombineGlobally(ExampleStats(config.eval_percent))
@@ -383,7 +429,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(
             WriteShard(plan.output_dir, config.num_shards, config.span),
-            beam.pvalue.AsSingleton(vocab))
+            beam.pvalue.AsSingleton(vocab), earlier)
         | "CountWritten" >> beam.CombinePerKey(sum)
     )
     rejected = (

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,7 +154,13 @@ def test_run_killed_during_training_resumes_without_reingesting(project, tmp_pat
 
 def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, first_run):
     new_batch = write_clean_images(project["root"] / "batch1", 200, seed=2)
+    seen = sorted(project["images"].iterdir())[0]  # already in span 0
+    shutil.copy(seen, new_batch / f"{seen.name.split('_')[0]}_again.png")
     manifest = runner.retrain(config_for(project, images=str(new_batch)))
+    (duplicate,) = [json.loads(line) for line in (project["root"] / "work" / "ExampleGen" / "span-1"
+                                                  / "rejected.jsonl").read_text().splitlines()]
+    assert duplicate["reason"] == "duplicate" and duplicate["earlier_span"] == 0
+    assert duplicate["detail"] == f"already in span 0 as {seen}"
     assert set(statuses(manifest).values()) == {"ran"}
     assert manifest["exported"]["pushed"], manifest["exported"]
     assert versions(project["root"] / "export") == ["1", "2"]
