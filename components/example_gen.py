@@ -537,7 +537,7 @@ def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
 
 
 def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
-              options: PipelineOptions) -> dict[str, Any]:
+              beam_options: dict[str, Any]) -> dict[str, Any]:
     config = plan.config
     lengths = sorted(int(k) for k in summary["label_length_counts"])
     counts = {split: summary["written"].get(split, 0) for split in examples.SPLITS}
@@ -564,7 +564,7 @@ def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
         "eval_percent": config.eval_percent,
         "num_shards": config.num_shards,
         "config": asdict(config),
-        "beam_options": options.get_all_options(drop_default=True, retain_unknown_options=True),
+        "beam_options": beam_options,
     }
 
 
@@ -576,6 +576,8 @@ def run_ingest(images: str, output: str, config: IngestConfig,
     work_dir = _prepare_work_dir(output)
     plan.output_dir = work_dir
     options = PipelineOptions(list(beam_args))
+    # As given: running the pipeline drops `runner` from the options and adds experiments.
+    beam_options = options.get_all_options(drop_default=True, retain_unknown_options=True)
     log.info("ingesting %d files from %s into %s", len(plan.inputs), images, output)
     try:
         tf.io.gfile.makedirs(work_dir)
@@ -587,7 +589,7 @@ def run_ingest(images: str, output: str, config: IngestConfig,
         num_written = sum(summary["written"].values())
         if num_written + summary["num_rejected"] != len(plan.inputs):
             hint = ""
-            if options.get_all_options().get("direct_num_workers", 1) != 1:
+            if beam_options.get("direct_num_workers", 1) != 1:
                 hint = (" (Beam 2.61's DirectRunner with several workers, multi_threading or "
                         "multi_processing, has dropped elements of large jobs here; use the "
                         "default in_memory mode)")
@@ -599,7 +601,7 @@ def run_ingest(images: str, output: str, config: IngestConfig,
                              f"{summary['rejected_reasons']}")
         _ensure_all_shards(work_dir, config.num_shards)
         examples.write_vocab(posixpath.join(work_dir, examples.VOCAB_FILE), summary["vocab"])
-        metadata = _metadata(images, plan, summary, options)
+        metadata = _metadata(images, plan, summary, beam_options)
         tf.io.gfile.remove(summary_path)
         with tf.io.gfile.GFile(posixpath.join(work_dir, examples.METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)
