@@ -33,6 +33,6 @@ setup(
         "requests",
         "rich",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={"test": ["pytest", "ruff", "gcp-storage-emulator"]},  # a local GCS for the gs:// tests
     entry_points={"console_scripts": ["captcha-ocr=pipeline.cli:main"]},
 )

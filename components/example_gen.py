@@ -450,8 +450,9 @@ def list_inputs(images: str) -> tuple[list[str], int]:
     """Files of a folder (not recursive) or of a glob pattern, sorted; hidden files skipped."""
     pattern = images
     if not any(c in images for c in "*?["):
+        # An object store has prefixes, not folders: a path that is no object is one.
         is_folder = (os.path.isdir(images) if _is_local(images)
-                     else tf.io.gfile.isdir(images))
+                     else not FileSystems.exists(images))
         if is_folder:
             pattern = images.rstrip("/") + "/*"
     paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
