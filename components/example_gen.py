@@ -16,7 +16,8 @@ a side input) is a duplicate too, and its rejection names that span.
 The job writes into a temporary sibling folder that is renamed into place only after it has
 succeeded and the counts add up (inputs = written + rejected); on filesystems without
 directory rename (gs://) it writes in place and `metadata.json`, written last, marks the
-output complete.
+output complete. All of its I/O goes through Beam's FileSystems (TFRecords framed by Beam's
+TFRecord coder), so it runs unchanged on local paths, gs:// and a local GCS emulator.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import os
 import posixpath
 import re
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -36,7 +38,9 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import examples
@@ -334,13 +338,31 @@ def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-    """GZIP TFRecord file (deterministic bytes: zlib's gzip header carries no time)."""
+    """GZIP TFRecord file (deterministic bytes: zlib's gzip header carries no time).
+
+    Beam's TFRecord framing (what its TFRecord sink writes; TensorFlow reads it), on Beam's
+    FileSystems, which parent folders need not exist for.
+    """
     count = 0
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+    with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
         for record in records:
-            writer.write(record)
+            _TFRecordUtil.write_record(f, record)
             count += 1
     return count
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(text.encode("utf-8"))
+
+
+def _files_under(folder: str) -> list[str]:
+    return [m.path for m in FileSystems.match([folder.rstrip("/") + "/**"])[0].metadata_list]
 
 
 class WriteShard(beam.DoFn):
@@ -363,7 +385,6 @@ class WriteShard(beam.DoFn):
         for r in records:
             by_sha256[r.sha256].append(r)
         path = shard_path(self._output_dir, split, shard, self._num_shards)
-        tf.io.gfile.makedirs(posixpath.dirname(path))
         kept = (resolve_duplicates(by_sha256[sha256], earlier.get(sha256))[0]
                 for sha256 in sorted(by_sha256))
         yield split, write_shard(path, (self._encode(r, vocab) for r in kept if r is not None))
@@ -380,14 +401,13 @@ def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
                    written: dict[str, int], rejected: list[dict[str, Any]]) -> None:
     """The job's last step: rejected.jsonl and the counts the driver checks."""
     rejected = sorted(rejected, key=lambda r: (r["source"], r["reason"]))
-    with tf.io.gfile.GFile(posixpath.join(output_dir, examples.REJECTED_FILE), "w") as f:
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
+    _write_text(posixpath.join(output_dir, examples.REJECTED_FILE),
+                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
     summary = {**stats, "vocab": vocab, "written": dict(sorted(written.items())),
                "rejected_reasons": dict(sorted(collections.Counter(
                    r["reason"] for r in rejected).items())),
                "num_rejected": len(rejected)}
-    with tf.io.gfile.GFile(posixpath.join(output_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f)
+    _write_text(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary))
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:
@@ -464,9 +484,8 @@ def list_inputs(images: str) -> tuple[list[str], int]:
 
 def read_labels_csv(path: str) -> dict[str, str]:
     """`filename,label` rows (file names relative to the CSV's folder) -> {source: label}."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(_read_text(path)))
+    rows = list(reader)
     if not {"filename", "label"} <= set(reader.fieldnames or ()):
         raise ValueError(f"{path}: the header must be `filename,label`, got {reader.fieldnames}")
     folder = posixpath.dirname(path)
@@ -492,14 +511,14 @@ def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPla
         inputs = sorted((set(inputs) | set(labels)) - {csv_path})
     if not inputs:
         raise FileNotFoundError(f"no input files match {images!r}")
-    vocab = examples.read_vocab(config.vocab_path) if config.vocab_path else None
+    vocab = examples.parse_vocab(_read_text(config.vocab_path)) if config.vocab_path else None
     return IngestPlan(inputs=inputs, output_dir=output_dir, config=config,
                       labels_by_source=labels, vocab=vocab, skipped_hidden=skipped_hidden)
 
 
 def _check_output(output: str, overwrite: bool) -> None:
-    if tf.io.gfile.exists(output) and tf.io.gfile.listdir(output) and not overwrite:
-        complete = tf.io.gfile.exists(posixpath.join(output, examples.METADATA_FILE))
+    if _files_under(output) and not overwrite:
+        complete = FileSystems.exists(posixpath.join(output, examples.METADATA_FILE))
         state = "a complete ExampleGen output" if complete else "not empty"
         raise FileExistsError(f"{output} is {state}; choose another folder or overwrite")
 
@@ -510,8 +529,8 @@ def _prepare_work_dir(output: str) -> str:
         parent, name = os.path.split(os.path.abspath(output))
         os.makedirs(parent, exist_ok=True)
         return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    if tf.io.gfile.exists(output):
-        tf.io.gfile.rmtree(output)  # only reached with overwrite (see _check_output)
+    if stale := _files_under(output):
+        FileSystems.delete(stale)  # only reached with overwrite (see _check_output)
     return output
 
 
@@ -522,7 +541,7 @@ def _publish(work_dir: str, output: str) -> None:
         trash = f"{work_dir}.old"
         os.rename(output, trash)
         os.rename(work_dir, output)
-        tf.io.gfile.rmtree(trash)
+        shutil.rmtree(trash)
     else:
         os.rename(work_dir, output)
 
@@ -530,10 +549,9 @@ def _publish(work_dir: str, output: str) -> None:
 def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
     """A split with fewer examples than shards still gets every shard file (empty ones)."""
     for split in examples.SPLITS:
-        tf.io.gfile.makedirs(examples.split_dir(work_dir, split))
         for shard in range(num_shards):
             path = shard_path(work_dir, split, shard, num_shards)
-            if not tf.io.gfile.exists(path):
+            if not FileSystems.exists(path):
                 write_shard(path, [])
 
 
@@ -581,12 +599,10 @@ def run_ingest(images: str, output: str, config: IngestConfig,
     beam_options = options.get_all_options(drop_default=True, retain_unknown_options=True)
     log.info("ingesting %d files from %s into %s", len(plan.inputs), images, output)
     try:
-        tf.io.gfile.makedirs(work_dir)
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, plan)
         summary_path = posixpath.join(work_dir, SUMMARY_FILE)
-        with tf.io.gfile.GFile(summary_path) as f:
-            summary = json.load(f)
+        summary = json.loads(_read_text(summary_path))
         num_written = sum(summary["written"].values())
         if num_written + summary["num_rejected"] != len(plan.inputs):
             hint = ""
@@ -601,14 +617,15 @@ def run_ingest(images: str, output: str, config: IngestConfig,
             raise ValueError(f"no usable images in {images}: rejected "
                              f"{summary['rejected_reasons']}")
         _ensure_all_shards(work_dir, config.num_shards)
-        examples.write_vocab(posixpath.join(work_dir, examples.VOCAB_FILE), summary["vocab"])
-        metadata = _metadata(images, plan, summary, beam_options)
-        tf.io.gfile.remove(summary_path)
-        with tf.io.gfile.GFile(posixpath.join(work_dir, examples.METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
+        _write_text(posixpath.join(work_dir, examples.VOCAB_FILE),
+                    examples.vocab_text(summary["vocab"]))
+        text = json.dumps(_metadata(images, plan, summary, beam_options), indent=2, sort_keys=True)
+        metadata = json.loads(text)  # what the file holds (tuples as lists)
+        FileSystems.delete([summary_path])
+        _write_text(posixpath.join(work_dir, examples.METADATA_FILE), text)
     except BaseException:
-        if work_dir != output and tf.io.gfile.exists(work_dir):
-            tf.io.gfile.rmtree(work_dir)
+        if work_dir != output and os.path.exists(work_dir):
+            shutil.rmtree(work_dir)
         raise
     _publish(work_dir, output)
     log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])

@@ -2,8 +2,9 @@
 
 Beam's FileSystems and google-cloud-storage honour STORAGE_EMULATOR_HOST; TensorFlow 2.16's own
 gs:// filesystem does not (its endpoints are compiled in: www.googleapis.com), so what runs
-here is the Beam side: ExampleGen reading images from a bucket, and the object-store publish of
-a SavedModel (components.object_store), complete and interrupted. Beam looks for Google
+here is the Beam side: ExampleGen reading images from a bucket and writing its output into one,
+and the object-store publish of a SavedModel (components.object_store), complete and
+interrupted. Beam looks for Google
 credentials once per process (about 20 s of retries offline) before connecting anonymously.
 """
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 
 import pytest
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from components import examples
@@ -27,6 +29,7 @@ gcp_storage_emulator = pytest.importorskip(
     "gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed (pip install -e '.[test]')")
 
 BUCKET = "captcha-ocr-test"
+RAW = CompressionTypes.UNCOMPRESSED  # copies byte for byte, .gz included
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def upload(local: pathlib.Path, url: str) -> list[str]:
     """Every file under `local` to the prefix `url`, through Beam's FileSystems."""
     names = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     for name in names:
-        with FileSystems.create(f"{url}/{name}") as f:
+        with FileSystems.create(f"{url}/{name}", compression_type=RAW) as f:
             f.write((local / name).read_bytes())
     return names
 
@@ -59,7 +62,7 @@ def upload(local: pathlib.Path, url: str) -> list[str]:
 def download(url: str, local: pathlib.Path) -> None:
     for name in list_objects(url):
         (local / name).parent.mkdir(parents=True, exist_ok=True)
-        with FileSystems.open(f"{url}/{name}") as f:
+        with FileSystems.open(f"{url}/{name}", compression_type=RAW) as f:
             (local / name).write_bytes(f.read())
 
 
@@ -70,15 +73,25 @@ def complete_versions(base: str) -> list[int]:
                    and name.count("/") == 1})
 
 
-def test_ingest_reads_images_from_a_bucket(bucket, synthetic_images, synthetic_examples, tmp_path):
+def test_ingest_from_and_into_a_bucket(bucket, synthetic_images, synthetic_examples, tmp_path):
     upload(synthetic_images, f"{bucket}/images")
-    metadata = run_ingest(f"{bucket}/images", str(tmp_path / "examples"), IngestConfig())
+    metadata = run_ingest(f"{bucket}/images", str(tmp_path / "local"), IngestConfig())
     local = json.loads((synthetic_examples / examples.METADATA_FILE).read_text())
     assert metadata["counts"] == local["counts"] and metadata["num_rejected"] == local["num_rejected"]
-    rejected = (tmp_path / "examples" / examples.REJECTED_FILE).read_text().splitlines()
+    rejected = (tmp_path / "local" / examples.REJECTED_FILE).read_text().splitlines()
     assert all(json.loads(row)["source"].startswith(f"{bucket}/images/") for row in rejected)
-    assert (tmp_path / "examples" / examples.VOCAB_FILE).read_bytes() == (
-        synthetic_examples / examples.VOCAB_FILE).read_bytes()
+
+    # The same job writing into the bucket writes the same files, metadata.json last.
+    output = f"{bucket}/examples"
+    assert run_ingest(f"{bucket}/images", output, IngestConfig()) == metadata
+    download(output, tmp_path / "from-bucket")
+    written = sorted(str(p.relative_to(tmp_path / "local"))
+                     for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert list_objects(output) == written
+    for name in written:
+        assert (tmp_path / "from-bucket" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    with pytest.raises(FileExistsError, match="complete ExampleGen output"):
+        run_ingest(f"{bucket}/images", output, IngestConfig())
 
 
 def test_publish_shows_the_version_only_when_whole(bucket, exported_model_base, tmp_path):
