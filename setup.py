@@ -33,6 +33,7 @@ setup(
         "requests",
         "rich",
     ],
-    extras_require={"test": ["pytest", "ruff", "selenium"]},  # selenium: the review page test
+    # selenium: the review page test; gcp-storage-emulator: a local GCS for the gs:// tests
+    extras_require={"test": ["pytest", "ruff", "selenium", "gcp-storage-emulator"]},
     entry_points={"console_scripts": ["captcha-ocr=pipeline.cli:main"]},
 )

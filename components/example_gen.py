@@ -9,11 +9,15 @@ by SHA-256, so a re-run on the same inputs gives byte-identical files.
 An image's bytes cross one shuffle: the split and the shard are functions of its SHA-256, so
 records are grouped by (split, shard) straight after decoding and exact duplicates meet in the
 shard writer, which drops them. Beside it, a shuffle of the records without their bytes, by
-SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary.
+SHA-256, decides the same duplicates for `rejected.jsonl` and the vocabulary. An image already
+in an earlier span (`earlier_spans`: their digests, read from their shards, reach both steps as
+a side input) is a duplicate too, and its rejection names that span.
 
-The job writes into a temporary sibling folder (`components.artifact_io.atomic_dir`) that
-replaces the output only after it has succeeded and the counts add up (inputs = written +
-rejected); `metadata.json`, written last, marks the output complete.
+The job writes into a temporary sibling folder that is renamed into place only after it has
+succeeded and the counts add up (inputs = written + rejected); on filesystems without
+directory rename (gs://) it writes in place and `metadata.json`, written last, marks the
+output complete. All of its I/O goes through Beam's FileSystems (TFRecords framed by Beam's
+TFRecord coder), so it runs unchanged on local paths, gs:// and a local GCS emulator.
 """
 
 from __future__ import annotations
@@ -26,16 +30,20 @@ import logging
 import os
 import posixpath
 import re
+import shutil
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import artifact_io, examples, review_queue
+from components import examples, review_queue
 from components.settings import setting
 
 # Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
@@ -87,6 +95,8 @@ class IngestConfig:
                                 "share of images (by SHA-256) in the eval split")
     num_shards: int = setting(DEFAULT_NUM_SHARDS, "TFRecord shards per split")
     span: int = setting(0, "ingestion batch number (0 first, then 1, 2, ... per retraining)")
+    # ExampleGen outputs of earlier spans: an image already there is a duplicate.
+    earlier_spans: tuple[str, ...] = ()
     overwrite: bool = setting(False, "replace an existing output")
 
     def __post_init__(self) -> None:
@@ -123,6 +133,25 @@ class IngestPlan:
     withheld: dict[str, tuple[str, str]] = field(default_factory=dict)  # source: (reason, detail)
     vocab: list[str] | None = None  # fixed vocabulary (retraining); None: built by the job
     skipped_hidden: int = 0
+
+
+class EarlierCopy(NamedTuple):
+    """Where an image's bytes already are: the first copy in the earlier spans."""
+
+    span: int
+    source: str
+    label: str
+
+
+def earlier_copy(record: bytes) -> tuple[str, EarlierCopy]:
+    """A serialized Contract 1 example -> (its sha256, where it is)."""
+    feature = tf.train.Example.FromString(record).features.feature
+
+    def text(name: str) -> str:
+        return feature[name].bytes_list.value[0].decode("utf-8")
+
+    return text("sha256"), EarlierCopy(feature["span"].int64_list.value[0], text("source"),
+                                       text("label"))
 
 
 def _rejection(source: str, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -224,13 +253,17 @@ class InspectImage(beam.DoFn):
                         _channels(image))
 
 
-def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, list[dict[str, Any]]]:
-    """Records of one SHA-256 -> (the one to write or None, the rejected).
+def resolve_duplicates(records: Iterable[Inspected], earlier: EarlierCopy | None = None,
+                       ) -> tuple[Inspected | None, list[dict[str, Any]]]:
+    """Records of one SHA-256 (and its earlier span's copy) -> (the one to write or None, rejected).
 
-    Same bytes and label: keep the smallest source path. Same bytes, other labels: reject all.
-    A pure function of the group, so the job's two steps that see a group decide alike.
+    Already in an earlier span: reject all, naming it. Same bytes and label: keep the smallest
+    source path. Same bytes, other labels: reject all. A pure function of its inputs, so the
+    job's two steps that see a group decide alike.
     """
     records = sorted(records, key=lambda r: r.source)
+    if earlier is not None:
+        return None, [_earlier_rejection(r, earlier) for r in records]
     labels = sorted({r.label for r in records})
     if len(labels) > 1:
         detail = "same image bytes with labels " + ", ".join(
@@ -242,13 +275,23 @@ def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, 
                              sha256=r.sha256) for r in duplicates]
 
 
+def _earlier_rejection(r: Inspected, earlier: EarlierCopy) -> dict[str, Any]:
+    detail = f"already in span {earlier.span} as {earlier.source}"
+    if r.label == earlier.label:
+        return _rejection(r.source, DUPLICATE, detail, label=r.label, sha256=r.sha256,
+                          earlier_span=earlier.span)
+    return _rejection(r.source, CONFLICTING_LABELS, f"{detail}, labelled {earlier.label!r}",
+                      label=r.label, sha256=r.sha256, earlier_span=earlier.span)
+
+
 class ResolveDuplicates(beam.DoFn):
     """(sha256, records without image bytes) -> the kept record, and the rejected ones."""
 
     REJECTED = "rejected"
 
-    def process(self, element: tuple[str, Iterable[Inspected]]) -> Iterator[Any]:
-        keep, rejected = resolve_duplicates(element[1])
+    def process(self, element: tuple[str, Iterable[Inspected]],
+                earlier: dict[str, EarlierCopy]) -> Iterator[Any]:
+        keep, rejected = resolve_duplicates(element[1], earlier.get(element[0]))
         if keep is not None:
             yield keep
         for rejection in rejected:
@@ -322,13 +365,31 @@ def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> int:
-    """GZIP TFRecord file (deterministic bytes: zlib's gzip header carries no time)."""
+    """GZIP TFRecord file (deterministic bytes: zlib's gzip header carries no time).
+
+    Beam's TFRecord framing (what its TFRecord sink writes; TensorFlow reads it), on Beam's
+    FileSystems, which parent folders need not exist for.
+    """
     count = 0
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+    with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
         for record in records:
-            writer.write(record)
+            _TFRecordUtil.write_record(f, record)
             count += 1
     return count
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read().decode("utf-8")
+
+
+def _write_text(path: str, text: str) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(text.encode("utf-8"))
+
+
+def _files_under(folder: str) -> list[str]:
+    return [m.path for m in FileSystems.match([folder.rstrip("/") + "/**"])[0].metadata_list]
 
 
 class WriteShard(beam.DoFn):
@@ -344,15 +405,15 @@ class WriteShard(beam.DoFn):
         self._num_shards = num_shards
         self._span = span
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]],
-                vocab: list[str]) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]], vocab: list[str],
+                earlier: dict[str, EarlierCopy]) -> Iterator[tuple[str, int]]:
         (split, shard), records = element
         by_sha256: dict[str, list[Inspected]] = collections.defaultdict(list)
         for r in records:
             by_sha256[r.sha256].append(r)
         path = shard_path(self._output_dir, split, shard, self._num_shards)
-        tf.io.gfile.makedirs(posixpath.dirname(path))
-        kept = (resolve_duplicates(by_sha256[sha256])[0] for sha256 in sorted(by_sha256))
+        kept = (resolve_duplicates(by_sha256[sha256], earlier.get(sha256))[0]
+                for sha256 in sorted(by_sha256))
         yield split, write_shard(path, (self._encode(r, vocab) for r in kept if r is not None))
 
     def _encode(self, r: Inspected, vocab: list[str]) -> bytes:
@@ -367,14 +428,13 @@ def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
                    written: dict[str, int], rejected: list[dict[str, Any]]) -> None:
     """The job's last step: rejected.jsonl and the counts the driver checks."""
     rejected = sorted(rejected, key=lambda r: (r["source"], r["reason"]))
-    with tf.io.gfile.GFile(posixpath.join(output_dir, examples.REJECTED_FILE), "w") as f:
-        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
+    _write_text(posixpath.join(output_dir, examples.REJECTED_FILE),
+                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
     summary = {**stats, "vocab": vocab, "written": dict(sorted(written.items())),
                "rejected_reasons": dict(sorted(collections.Counter(
                    r["reason"] for r in rejected).items())),
                "num_rejected": len(rejected)}
-    with tf.io.gfile.GFile(posixpath.join(output_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f)
+    _write_text(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary))
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:
@@ -392,11 +452,20 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
                                           plan.withheld))
         .with_outputs(InspectImage.REJECTED, main="ok")
     )
+    earlier = beam.pvalue.AsDict(
+        pipeline
+        | "EarlierShards" >> beam.Create([examples.shard_pattern(folder, split)
+                                          for folder in config.earlier_spans
+                                          for split in examples.SPLITS])
+        | "ReadEarlier" >> beam.io.ReadAllFromTFRecord()
+        | "EarlierCopies" >> beam.Map(earlier_copy)
+        | "FirstCopy" >> beam.CombinePerKey(min)
+    )
     kept = (
         inspected.ok
         | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r._replace(image=b"")))
         | "GroupBySha256" >> beam.GroupByKey()
-        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates())
+        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates(), earlier)
         .with_outputs(ResolveDuplicates.REJECTED, main="kept")
     )
     stats = kept.kept | "Stats" >> beam.CombineGlobally(ExampleStats(config.eval_percent))
@@ -408,7 +477,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(
             WriteShard(plan.output_dir, config.num_shards, config.span),
-            beam.pvalue.AsSingleton(vocab))
+            beam.pvalue.AsSingleton(vocab), earlier)
         | "CountWritten" >> beam.CombinePerKey(sum)
     )
     rejected = (
@@ -429,8 +498,9 @@ def list_inputs(images: str) -> tuple[list[str], int]:
     """Files of a folder (not recursive) or of a glob pattern, sorted; hidden files skipped."""
     pattern = images
     if not any(c in images for c in "*?["):
+        # An object store has prefixes, not folders: a path that is no object is one.
         is_folder = (os.path.isdir(images) if _is_local(images)
-                     else tf.io.gfile.isdir(images))
+                     else not FileSystems.exists(images))
         if is_folder:
             pattern = images.rstrip("/") + "/*"
     paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -448,9 +518,8 @@ def _source(folder: str, filename: str) -> str:
 
 def read_labels_csv(path: str) -> dict[str, str]:
     """`filename,label` rows (file names relative to the CSV's folder) -> {source: label}."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(_read_text(path)))
+    rows = list(reader)
     if not {"filename", "label"} <= set(reader.fieldnames or ()):
         raise ValueError(f"{path}: the header must be `filename,label`, got {reader.fieldnames}")
     folder = posixpath.dirname(path)
@@ -511,31 +580,53 @@ def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPla
         inputs = sorted((set(inputs) | set(labels) | set(withheld)) - {csv_path})
     if not inputs:
         raise FileNotFoundError(f"no input files match {images!r}")
-    vocab = examples.read_vocab(config.vocab_path) if config.vocab_path else None
+    vocab = examples.parse_vocab(_read_text(config.vocab_path)) if config.vocab_path else None
     return IngestPlan(inputs=inputs, output_dir=output_dir, config=config,
                       labels_by_source=labels, withheld=withheld, vocab=vocab,
                       skipped_hidden=skipped_hidden)
 
 
 def _check_output(output: str, overwrite: bool) -> None:
-    if tf.io.gfile.exists(output) and tf.io.gfile.listdir(output) and not overwrite:
-        complete = tf.io.gfile.exists(posixpath.join(output, examples.METADATA_FILE))
+    if _files_under(output) and not overwrite:
+        complete = FileSystems.exists(posixpath.join(output, examples.METADATA_FILE))
         state = "a complete ExampleGen output" if complete else "not empty"
         raise FileExistsError(f"{output} is {state}; choose another folder or overwrite")
+
+
+def _prepare_work_dir(output: str) -> str:
+    """The folder the job writes into: a fresh temporary sibling locally, else `output`."""
+    if _is_local(output):
+        parent, name = os.path.split(os.path.abspath(output))
+        os.makedirs(parent, exist_ok=True)
+        return os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    if stale := _files_under(output):
+        FileSystems.delete(stale)  # only reached with overwrite (see _check_output)
+    return output
+
+
+def _publish(work_dir: str, output: str) -> None:
+    if work_dir == output:
+        return
+    if os.path.exists(output):
+        trash = f"{work_dir}.old"
+        os.rename(output, trash)
+        os.rename(work_dir, output)
+        shutil.rmtree(trash)
+    else:
+        os.rename(work_dir, output)
 
 
 def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
     """A split with fewer examples than shards still gets every shard file (empty ones)."""
     for split in examples.SPLITS:
-        tf.io.gfile.makedirs(examples.split_dir(work_dir, split))
         for shard in range(num_shards):
             path = shard_path(work_dir, split, shard, num_shards)
-            if not tf.io.gfile.exists(path):
+            if not FileSystems.exists(path):
                 write_shard(path, [])
 
 
 def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
-              options: PipelineOptions) -> dict[str, Any]:
+              beam_options: dict[str, Any]) -> dict[str, Any]:
     config = plan.config
     lengths = sorted(int(k) for k in summary["label_length_counts"])
     counts = {split: summary["written"].get(split, 0) for split in examples.SPLITS}
@@ -563,7 +654,7 @@ def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
         "eval_percent": config.eval_percent,
         "num_shards": config.num_shards,
         "config": asdict(config),
-        "beam_options": options.get_all_options(drop_default=True, retain_unknown_options=True),
+        "beam_options": beam_options,
     }
 
 
@@ -572,19 +663,21 @@ def run_ingest(images: str, output: str, config: IngestConfig,
     """Runs the ExampleGen job; returns the content of `<output>/metadata.json`."""
     _check_output(output, config.overwrite)
     plan = plan_ingest(images, output, config)
+    work_dir = _prepare_work_dir(output)
+    plan.output_dir = work_dir
     options = PipelineOptions(list(beam_args))
+    # As given: running the pipeline drops `runner` from the options and adds experiments.
+    beam_options = options.get_all_options(drop_default=True, retain_unknown_options=True)
     log.info("ingesting %d files from %s into %s", len(plan.inputs), images, output)
-    with artifact_io.atomic_dir(output) as work_dir:
-        plan.output_dir = work_dir
+    try:
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, plan)
         summary_path = posixpath.join(work_dir, SUMMARY_FILE)
-        with tf.io.gfile.GFile(summary_path) as f:
-            summary = json.load(f)
+        summary = json.loads(_read_text(summary_path))
         num_written = sum(summary["written"].values())
         if num_written + summary["num_rejected"] != len(plan.inputs):
             hint = ""
-            if options.get_all_options().get("direct_num_workers", 1) != 1:
+            if beam_options.get("direct_num_workers", 1) != 1:
                 hint = (" (Beam 2.61's DirectRunner with several workers, multi_threading or "
                         "multi_processing, has dropped elements of large jobs here; use the "
                         "default in_memory mode)")
@@ -595,10 +688,16 @@ def run_ingest(images: str, output: str, config: IngestConfig,
             raise ValueError(f"no usable images in {images}: rejected "
                              f"{summary['rejected_reasons']}")
         _ensure_all_shards(work_dir, config.num_shards)
-        examples.write_vocab(posixpath.join(work_dir, examples.VOCAB_FILE), summary["vocab"])
-        metadata = _metadata(images, plan, summary, options)
-        tf.io.gfile.remove(summary_path)
-        artifact_io.write_json(posixpath.join(work_dir, examples.METADATA_FILE), metadata,
-                               sort_keys=True)
+        _write_text(posixpath.join(work_dir, examples.VOCAB_FILE),
+                    examples.vocab_text(summary["vocab"]))
+        text = json.dumps(_metadata(images, plan, summary, beam_options), indent=2, sort_keys=True)
+        metadata = json.loads(text)  # what the file holds (tuples as lists)
+        FileSystems.delete([summary_path])
+        _write_text(posixpath.join(work_dir, examples.METADATA_FILE), text)
+    except BaseException:
+        if work_dir != output and os.path.exists(work_dir):
+            shutil.rmtree(work_dir)
+        raise
+    _publish(work_dir, output)
     log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])
     return metadata

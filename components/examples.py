@@ -97,18 +97,28 @@ def make_example(
 def read_vocab(path: str) -> list[str]:
     """One character per line; line number = id. The CTC blank is not in the file."""
     with tf.io.gfile.GFile(path, "r") as f:
-        text = f.read()
+        return parse_vocab(f.read())
+
+
+def parse_vocab(text: str) -> list[str]:
+    """The characters of a `vocab.txt`'s text, in order."""
     chars = text.split("\n")
     if chars and chars[-1] == "":
         chars.pop()
     return chars
 
 
-def write_vocab(path: str, chars: Sequence[str]) -> None:
+def vocab_text(chars: Sequence[str]) -> str:
+    """What `vocab.txt` holds for `chars`."""
     if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
         raise ValueError(f"a vocabulary is distinct single characters, got {list(chars)!r}")
+    return "".join(f"{c}\n" for c in chars)
+
+
+def write_vocab(path: str, chars: Sequence[str]) -> None:
+    text = vocab_text(chars)
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write("".join(f"{c}\n" for c in chars))
+        f.write(text)
 
 
 def encode_label(label: str, vocab: Sequence[str]) -> list[int]:

@@ -28,9 +28,11 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components import artifact_io, examples
 from components.model import ModelConfig, decode_logits, fold_batch_norm
+from components.object_store import is_object_store, publish_folder
 from components.predict import (
     INPUT_NAME,
     PREPROCESS_SIGNATURE,
+    SAVED_MODEL_FILE,
     SERVING_SIGNATURE,
     evaluate_saved_model,
     saved_model_versions,
@@ -207,8 +209,10 @@ def save_candidate(model_dir: str, base_dir: str, metrics_path: str | None = Non
 def publish(temp_dir: str, base_dir: str) -> str:
     """Rename a complete SavedModel into the next version folder; returns that folder.
 
-    The rename is atomic on local and POSIX file systems; on object stores (gs://) gfile
-    copies object by object, so the folder name appears last only where renames are atomic.
+    The rename is atomic on local and POSIX file systems. Object stores (gs://) have no such
+    rename: there the objects are copied with saved_model.pb last (components.object_store),
+    so `saved_model_versions` counts the version only once whole, and TF Serving, which may
+    see the numeric folder earlier, fails to load it (and retries) until it is.
     """
     try:
         while True:
@@ -217,7 +221,10 @@ def publish(temp_dir: str, base_dir: str) -> str:
             if tf.io.gfile.exists(version_dir):  # someone else's incomplete folder: leave it
                 raise FileExistsError(f"{version_dir} exists but holds no saved_model.pb")
             try:
-                tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)
+                if is_object_store(base_dir):
+                    publish_folder(temp_dir, version_dir, SAVED_MODEL_FILE)
+                else:
+                    tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)
                 return version_dir
             except tf.errors.AlreadyExistsError:  # another exporter took that number just now
                 continue

@@ -21,6 +21,7 @@ from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import LOGITS_LAYER, ModelConfig, build_model, compile_model
+from components.progress import keras_verbose
 from components.schedule import LEARNING_STARTED, HoldThenCosine, StopAtDeadline
 from components.settings import setting
 
@@ -76,7 +77,7 @@ class TrainConfig:
     max_minutes: float | None = setting(None, "training time budget in minutes",
                                         metavar="MINUTES")
     warm_start: str | None = None  # an earlier model folder; its vocab must be a prefix
-    verbose: int | str = "auto"  # Keras progress output
+    verbose: int | str = "auto"  # Keras progress output; "auto": components.progress
     measure_input_pipeline: bool = True
 
     def __post_init__(self) -> None:
@@ -290,7 +291,7 @@ def run_train(
             epoch_times = _EpochTimes()
             history = model.fit(
                 fit_ds, validation_data=validation_ds, epochs=train_config.epochs,
-                callbacks=[schedule, *callbacks, epoch_times], verbose=train_config.verbose,
+                callbacks=[schedule, *callbacks, epoch_times], verbose=keras_verbose(train_config.verbose),
             )
             stalled = getattr(schedule, "stalled", False)
             attempts.append({"seed": seed, "learning_rate": learning_rate,

@@ -44,6 +44,7 @@ from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
+from components.progress import keras_verbose
 from components.schedule import StopAtDeadline
 from components.settings import setting
 from components.trainer import (
@@ -361,7 +362,7 @@ def run_tune(
         # Only the chief owns the shared state; a worker starting again must not erase it.
         overwrite=config.overwrite and role != "worker",
     )
-    verbose = 1 if config.verbose == "auto" else config.verbose
+    verbose = keras_verbose(config.verbose)
     if role == "chief":
         log.info("chief: serving the oracle on %s:%s", os.environ["KERASTUNER_ORACLE_IP"],
                  os.environ["KERASTUNER_ORACLE_PORT"])

@@ -206,11 +206,13 @@ def _ingest_step(
     span: int,
     config: RunConfig,
     vocab_path: str | None = None,
+    earlier_spans: tuple[str, ...] = (),
 ) -> StepRecord:
     from components import example_gen
 
     ingest_config = example_gen.IngestConfig(
-        labels_csv=config.labels_csv, vocab_path=vocab_path, span=span
+        labels_csv=config.labels_csv, vocab_path=vocab_path, span=span,
+        earlier_spans=earlier_spans,
     )
     return orch.step(
         "ExampleGen",
@@ -433,6 +435,7 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     ingest = _ingest_step(
         orch, config.images, files_fingerprint(config.images), span, config,
         vocab_path=posixpath.join(spans[last], examples.VOCAB_FILE),
+        earlier_spans=tuple(spans[s] for s in sorted(spans)),
     )
     unknown = _rejected(ingest.output, example_gen.BAD_CHARACTER)
     if unknown and not config.allow_anomalies:

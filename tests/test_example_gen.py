@@ -241,6 +241,34 @@ def test_fixed_vocab_rejects_unknown_characters_and_keeps_ids(synthetic_images, 
         assert ex["span"] == 3
 
 
+def test_images_of_earlier_spans_are_rejected_naming_the_span(synthetic_images, synthetic_examples,
+                                                                tmp_path):
+    batch = tmp_path / "batch"
+    generate(str(batch), SynthConfig(count=20, seed=11), show_progress=False)
+    earlier = sorted(synthetic_images.iterdir())[:6]
+    for n, path in enumerate(earlier[:5]):  # same bytes and label, another file name
+        shutil.copy(path, batch / f"{path.name.split('_')[0]}_again{n}.png")
+    shutil.copy(earlier[5], batch / "relabelled_1.png")  # same bytes, another label
+    config = IngestConfig(vocab_path=str(synthetic_examples / examples.VOCAB_FILE), span=1,
+                          earlier_spans=(str(synthetic_examples),))
+    metadata = run_ingest(str(batch), str(tmp_path / "span-1"), config)
+
+    rejected = read_rejected(tmp_path / "span-1")
+    duplicates = {name: r for name, r in rejected.items() if r["reason"] == DUPLICATE}
+    assert sorted(duplicates) == sorted(f"{p.name.split('_')[0]}_again{n}.png"
+                                        for n, p in enumerate(earlier[:5]))
+    for n, path in enumerate(earlier[:5]):
+        row = duplicates[f"{path.name.split('_')[0]}_again{n}.png"]
+        assert row["detail"] == f"already in span 0 as {path}" and row["earlier_span"] == 0
+    relabelled = rejected["relabelled_1.png"]
+    assert relabelled["reason"] == CONFLICTING_LABELS and relabelled["earlier_span"] == 0
+    assert relabelled["detail"].startswith(f"already in span 0 as {earlier[5]}, labelled ")
+    assert metadata["num_written"] == 20 - sum(r["reason"] == BAD_CHARACTER for r in rejected.values())
+    written = {ex["sha256"].decode() for rows in read_examples(tmp_path / "span-1").values()
+               for ex in rows}
+    assert not written & {examples.sha256_hex(p.read_bytes()) for p in earlier}
+
+
 def test_existing_output_needs_overwrite_and_failures_leave_nothing(synthetic_examples, tmp_path):
     with pytest.raises(FileExistsError, match="complete ExampleGen output"):
         run_ingest(str(tmp_path), str(synthetic_examples), IngestConfig())

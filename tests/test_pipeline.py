@@ -6,11 +6,13 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import headless_chromium
 import pytest
 from helpers import (
     CLEAN_ALPHABET,
@@ -99,6 +101,14 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
     assert sum(t == label for t, label in zip(texts, labels, strict=True)) >= 6, (texts, labels)
 
 
+def test_report_renders_offline_in_headless_chromium(project, first_run):
+    browser = headless_chromium.browser_or_skip()
+    report = headless_chromium.assert_renders_offline(
+        browser, str(project["root"] / "work" / runner.REPORT_FILE),
+        ("Metrics", "Training curves", "Export"))
+    assert len(report.images) >= 3
+
+
 def test_second_run_skips_every_component(project, first_run):
     manifest = runner.run(config_for(project))
     assert set(statuses(manifest).values()) == {"skipped"}
@@ -139,7 +149,13 @@ def test_run_killed_during_training_resumes_without_reingesting(project, tmp_pat
 
 def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, first_run):
     new_batch = write_clean_images(project["root"] / "batch1", 200, seed=2)
+    seen = sorted(project["images"].iterdir())[0]  # already in span 0
+    shutil.copy(seen, new_batch / f"{seen.name.split('_')[0]}_again.png")
     manifest = runner.retrain(config_for(project, images=str(new_batch)))
+    (duplicate,) = [json.loads(line) for line in (project["root"] / "work" / "ExampleGen" / "span-1"
+                                                  / "rejected.jsonl").read_text().splitlines()]
+    assert duplicate["reason"] == "duplicate" and duplicate["earlier_span"] == 0
+    assert duplicate["detail"] == f"already in span 0 as {seen}"
     assert set(statuses(manifest).values()) == {"ran"}
     assert manifest["exported"]["pushed"], manifest["exported"]
     assert versions(project["root"] / "export") == ["1", "2"]

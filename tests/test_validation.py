@@ -6,9 +6,8 @@ import base64
 import html.parser
 import json
 import pathlib
-import shutil
-import subprocess
 
+import headless_chromium
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -209,20 +208,20 @@ def _check_report(path: str) -> None:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
         assert base64.b64decode(src[len(prefix):]).startswith(b"\x89PNG")
-    browser = next(
-        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
-        None,
-    )
-    if browser:  # optional: render it for real when a headless browser happens to be installed
-        dom = subprocess.run(
-            [browser, "--headless", "--disable-gpu", "--dump-dom", pathlib.Path(path).as_uri()],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout
-        assert all(feature in dom for feature in examples.FEATURE_SPEC)
+    browser = headless_chromium.find_browser()
+    if browser:  # rendered for real too, when a browser is installed (CI installs one)
+        headless_chromium.assert_renders_offline(browser, path, tuple(examples.FEATURE_SPEC))
 
 
 def test_report_is_well_formed_with_every_feature(baseline):
     _check_report(baseline.report_path)
+
+
+def test_report_renders_offline_in_headless_chromium(baseline):
+    browser = headless_chromium.browser_or_skip()
+    report = headless_chromium.assert_renders_offline(
+        browser, baseline.report_path, tuple(f"Split {split}" for split in examples.SPLITS))
+    assert len(report.images) >= 3 * len(examples.SPLITS)
 
 
 def test_cli_prints_anomalies_and_exits_nonzero(baseline, validate_batch, capsys, tmp_path):
