@@ -18,35 +18,49 @@ BEAM_VERBS = {"ingest", "validate", "run", "retrain"}
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package)")
+    p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package, or "
+                       "a style of the zoo)")
     p.add_argument("--out", required=True, help="folder for the PNGs (local or gs://)")
     p.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical images")
     p.add_argument("--alphabet", default=None,
                    help="characters labels are drawn from (default 0-9a-z)")
-    p.add_argument("--length", default="4-6", help="label length or range, e.g. 5 or 4-6")
-    p.add_argument("--width", type=int, default=200)
-    p.add_argument("--height", type=int, default=50)
-    p.add_argument("--font", action="append", default=[], metavar="TTF",
+    p.add_argument("--length", default=None, help="label length or range, e.g. 5 or 4-6 "
+                   "(default 4-6)")
+    p.add_argument("--width", type=int, default=None, help="default 200")
+    p.add_argument("--height", type=int, default=None, help="default 50")
+    p.add_argument("--font", action="append", default=None, metavar="TTF",
                    help="a TrueType font file; repeat for several (default: DroidSansMono)")
+    p.add_argument("--style", default=None,
+                   help="a family of the style zoo instead (tiny, wide, dark-dotted, classic, "
+                        "jpeg, overlap, tiles, case, math): it draws its own alphabet, "
+                        "lengths, sizes and fonts")
     p.add_argument("--labels-csv", action="store_true",
                    help="name files 000000.png ... and write labels.csv instead of "
-                        "putting labels in file names")
+                        "putting labels in file names (styles with `?` always do)")
     p.add_argument("--workers", type=int, default=1, help="render in N processes (same files)")
     p.set_defaults(handler=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from components.synth import DEFAULT_ALPHABET, SynthConfig, generate, parse_length_range
+    from components.synth import LABELS_CSV, SynthConfig, generate, parse_length_range
 
-    min_length, max_length = parse_length_range(args.length)
-    config = SynthConfig(
-        count=args.count, seed=args.seed, alphabet=args.alphabet or DEFAULT_ALPHABET,
-        min_length=min_length, max_length=max_length, width=args.width, height=args.height,
-        fonts=tuple(args.font), labels_csv=args.labels_csv,
-    )
+    chosen = {"alphabet": args.alphabet, "width": args.width, "height": args.height,
+              "fonts": tuple(args.font) if args.font else None}
+    try:
+        if args.length:
+            chosen["min_length"], chosen["max_length"] = parse_length_range(args.length)
+        config = SynthConfig(count=args.count, seed=args.seed, labels_csv=args.labels_csv,
+                             style=args.style,
+                             **{k: v for k, v in chosen.items() if v is not None})
+    except ValueError as error:
+        print(f"captcha-ocr synth: error: {error}", file=sys.stderr)
+        return 2
     written = generate(args.out, config, workers=args.workers)
     print(f"wrote {len(written)} captchas to {args.out}")
+    if config.writes_labels_csv:
+        print(f"labels in {args.out}/{LABELS_CSV}: pass --labels {args.out}/{LABELS_CSV} "
+              "to ingest or run")
     return 0
 
 
