@@ -161,6 +161,8 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
     root = run_dir / PIPELINE_ROOT
     result = {
         "kind": kind, "name": name, "seed": seed, "command": command[1:], "exit_code": code,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                                 capture_output=True, text=True).stdout.strip(),
         "train_images": len(list(p for p in train_dir.iterdir() if p.name != LABELS_CSV)),
         "held_out_images": len(held_out),
         "started_utc": time.strftime("%Y-%m-%d %H:%M", started),
