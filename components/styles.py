@@ -28,7 +28,9 @@ Colour = tuple[int, ...]
 Box = tuple[int, int]  # (width, height)
 
 UPPER_AND_DIGITS = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no I/1, O/0: sites drop them
-LOWER_AND_DIGITS = string.digits + string.ascii_lowercase
+# Lowercase and digits without the look-alikes 0/o and 1/l/i, as real sets (and the demo's
+# DEMO_ALPHABET) drop them: warped, overlapping or mixed-case, they cannot be told apart.
+LOWER_AND_DIGITS = "23456789abcdefghjkmnpqrstuvwxyz"
 # Letters whose two cases differ in shape, not just in size (c/C, o/O, ... dropped), without
 # l and I, which most sans fonts draw alike.
 CASED_LETTERS = "abdefghijkmnqrtuyABDEFGHJKLMNQRTUY"
@@ -421,8 +423,9 @@ STYLES: dict[str, Style] = {style.name: style for style in (
           (60, 90), False, draw_wide),
     Style("dark-dotted", "bright dotted or noisy digits on a dark background", string.digits,
           (4, 6), (180, 260), (60, 90), True, draw_dark_dotted),
-    Style("classic", "the captcha package's own look", LOWER_AND_DIGITS, (4, 6), (160, 240),
-          (50, 70), True, draw_classic),
+    Style("classic", "the captcha package's own look (the synth default's 36 symbols)",
+          string.digits + string.ascii_lowercase, (4, 6), (160, 240), (50, 70), True,
+          draw_classic),
     Style("jpeg", "coloured text on noise, saved as a low-quality JPEG", LOWER_AND_DIGITS,
           (4, 6), (120, 200), (40, 60), True, draw_jpeg, image_format="JPEG"),
     Style("overlap", "touching, overlapping glyphs of mixed fonts and slants, gray or 1-bit",
