@@ -12,6 +12,7 @@ DroidSansMono): nothing is downloaded and no system font is needed.
 
 from __future__ import annotations
 
+import colorsys
 import functools
 import io
 import math
@@ -183,8 +184,6 @@ def light(rng: random.Random, bottom: int = 215) -> Colour:
 
 def bright(rng: random.Random) -> Colour:
     """A saturated, light colour: stands out on a dark background."""
-    import colorsys
-
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.8, 1.0))
     return round(r * 255), round(g * 255), round(b * 255)
 
