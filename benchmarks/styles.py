@@ -139,6 +139,8 @@ def read_held_out(export_dir: pathlib.Path, held_out: dict[pathlib.Path, str]) -
 
 
 def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True).stdout.strip()  # data drawn by it
     row_dir = args.work / f"{kind}-{name}-seed{seed}"
     if row_dir.exists():
         shutil.rmtree(row_dir)  # a fresh folder per row
@@ -161,8 +163,7 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
     root = run_dir / PIPELINE_ROOT
     result = {
         "kind": kind, "name": name, "seed": seed, "command": command[1:], "exit_code": code,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                                 capture_output=True, text=True).stdout.strip(),
+        "commit": commit,
         "train_images": len(list(p for p in train_dir.iterdir() if p.name != LABELS_CSV)),
         "held_out_images": len(held_out),
         "started_utc": time.strftime("%Y-%m-%d %H:%M", started),
