@@ -138,7 +138,8 @@ def _recipe(args: argparse.Namespace, **train_changes: Any):
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package)")
+    p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package, or "
+                       "a style of the zoo)")
     p.add_argument("--out", required=True, help="folder for the PNGs (local or gs://)")
     p.add_argument("--length", default=None,
                    help=f"label length or range, e.g. 5 or 4-6 (default: "
@@ -149,13 +150,21 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_synth(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from components.synth import generate, parse_length_range
+    from components.synth import LABELS_CSV, generate, parse_length_range
 
     chosen = given_settings(SynthConfig, args)
-    if args.length:
-        chosen["min_length"], chosen["max_length"] = parse_length_range(args.length)
-    written = generate(args.out, SynthConfig(**chosen), workers=args.workers)
+    try:
+        if args.length:
+            chosen["min_length"], chosen["max_length"] = parse_length_range(args.length)
+        config = SynthConfig(**chosen)
+    except ValueError as error:
+        print(f"captcha-ocr synth: error: {error}", file=sys.stderr)
+        return 2
+    written = generate(args.out, config, workers=args.workers)
     print(f"wrote {len(written)} captchas to {args.out}")
+    if config.writes_labels_csv:
+        print(f"labels in {args.out}/{LABELS_CSV}: pass --labels {args.out}/{LABELS_CSV} "
+              "to ingest or run")
     return 0
 
 

@@ -1,0 +1,277 @@
+"""Every style of the zoo and every real set, trained by the same command, read on held-out images.
+
+Issue 13's generality table. Each row is one data set and one seed:
+
+- a **style** (components/styles.py): `--train-count` captchas (default 3,000) generated with
+  the row's seed to train on and `--held-out-count` (default 500) with another seed
+  (`HELD_OUT_SEED + seed`), so no held-out image was seen in training;
+- a **real set** in ../shared/data/: a fixed 20 % held out, every fifth file in sorted order
+  (`accuracy.split_files`, fold 4: the Keras set's split), labels from the file names or
+  the set's labels.csv (cryptowin_math).
+
+Each row trains through the user's command, in a fresh folder, with no other flag than the
+data (`--labels` where the labels are in a CSV):
+
+    captcha-ocr run --images DIR [--labels CSV] --profile full --no-tune
+
+then reads the held-out images with the exported model (the serving signature, as
+`captcha-ocr predict` does) and records whole-captcha accuracy, CER, training minutes (the
+Trainer component's wall time), the run's own eval accuracy, and the epoch at which reading
+began: the first epoch (counted from 1) of the trainer's history.csv with
+val_sequence_accuracy > 0.05. Results are appended to `<work>/results.jsonl` as each row
+finishes; `--report` prints the table of every row recorded there.
+
+    flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/styles.py --styles tiny,wide \\
+        --real none --seeds 0
+    .venv/bin/python benchmarks/styles.py --sheet benchmarks/styles.png  # the contact sheet
+
+Seeds: a style's seed draws its data; a seed other than 0 is also passed to `run --seed`
+once the command has that flag (today it has none: a style's seeds then differ by their data
+only, and a real set's seeds other than 0, which would repeat seed 0, are refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from accuracy import link_folder, split_files  # noqa: E402
+
+from components import styles  # noqa: E402
+from components.evaluator import reading_metrics  # noqa: E402
+from components.synth import LABELS_CSV, SynthConfig, generate  # noqa: E402
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
+REAL_SETS = ("captcha_images_v2", "cryptowin_math", "lzu_digits")
+HELD_OUT_SEED = 1000  # held-out images of a style are drawn with seed HELD_OUT_SEED + seed
+READING_STARTED = 0.05  # val_sequence_accuracy above this: the model has left the plateau
+PIPELINE_ROOT = pathlib.Path("runs") / "captcha-ocr"  # `run`'s default --workdir
+EXPORT_DIR = "export"  # `run`'s default --export-dir
+
+
+def read_labels(folder: pathlib.Path, files: list[pathlib.Path]) -> dict[pathlib.Path, str]:
+    """Labels of `files`: the folder's labels.csv if it has one, else the file names' stems."""
+    csv_path = folder / LABELS_CSV
+    if not csv_path.exists():
+        return {path: path.stem for path in files}
+    with open(csv_path, newline="") as f:
+        by_name = {row["filename"]: row["label"] for row in csv.DictReader(f)}
+    return {path: by_name[path.name] for path in files}
+
+
+def write_labels_csv(path: pathlib.Path, labels: dict[pathlib.Path, str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["filename", "label"])
+        writer.writerows((file.name, label) for file, label in sorted(labels.items()))
+
+
+def prepare_style(name: str, seed: int, train_count: int, held_out_count: int,
+                  row_dir: pathlib.Path) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
+    """(training images folder, {held-out file: label}) of a style, freshly generated."""
+    train_dir, held_out_dir = row_dir / "train", row_dir / "held-out"
+    generate(str(train_dir), SynthConfig(count=train_count, seed=seed, style=name),
+             show_progress=False)
+    held_out = generate(str(held_out_dir), SynthConfig(count=held_out_count,
+                                                       seed=HELD_OUT_SEED + seed, style=name),
+                        show_progress=False)
+    return train_dir, {pathlib.Path(path): label for path, label in held_out}
+
+
+def prepare_real(data: pathlib.Path, row_dir: pathlib.Path
+                 ) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
+    """(training images folder, {held-out file: label}): 80 % linked to train on, 20 % held out."""
+    train_files, held_out_files = split_files(data)
+    train_dir = link_folder(row_dir / "train", train_files)
+    if (data / LABELS_CSV).exists():
+        write_labels_csv(train_dir / LABELS_CSV, read_labels(data, train_files))
+    return train_dir, read_labels(data, held_out_files)
+
+
+def run_accepts_seed() -> bool:
+    from pipeline import cli
+
+    run_parser = cli.build_parser()._subparsers._group_actions[0].choices["run"]
+    return any("--seed" in action.option_strings for action in run_parser._actions)
+
+
+def train_command(train_dir: pathlib.Path, seed: int | None) -> list[str]:
+    """The user's command; `seed` is passed only when given (not 0, and `run` has --seed)."""
+    command = [str(pathlib.Path(sys.executable).parent / "captcha-ocr"), "run",
+               "--images", str(train_dir)]
+    if (train_dir / LABELS_CSV).exists():
+        command += ["--labels", str(train_dir / LABELS_CSV)]
+    command += ["--profile", "full", "--no-tune"]
+    if seed is not None:
+        command += ["--seed", str(seed)]
+    return command
+
+
+def reading_began(history_csv: pathlib.Path) -> int | None:
+    """The first epoch (from 1) whose validation accuracy exceeds READING_STARTED."""
+    with open(history_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if float(row["val_sequence_accuracy"]) > READING_STARTED:
+                return int(row["epoch"]) + 1
+    return None
+
+
+def read_held_out(export_dir: pathlib.Path, held_out: dict[pathlib.Path, str]) -> dict:
+    """Accuracy and CER of the exported model's serving signature on the held-out files."""
+    from components.predict import ExportedModel, predict_files
+
+    files = sorted(held_out)
+    answers = list(predict_files(ExportedModel(str(export_dir)), [str(p) for p in files]))
+    metrics = reading_metrics([held_out[p] for p in files], [a.text for a in answers])
+    metrics["num_invalid"] = sum(not a.valid for a in answers)
+    return metrics
+
+
+def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True).stdout.strip()  # data drawn by it
+    row_dir = args.work / f"{kind}-{name}-seed{seed}"
+    if row_dir.exists():
+        shutil.rmtree(row_dir)  # a fresh folder per row
+    row_dir.mkdir(parents=True)
+    if kind == "style":
+        train_dir, held_out = prepare_style(name, seed, args.train_count, args.held_out_count,
+                                            row_dir)
+    else:
+        train_dir, held_out = prepare_real(args.data / name, row_dir)
+    run_dir = row_dir / "run"
+    run_dir.mkdir()
+    command = train_command(train_dir, seed if seed and args.run_has_seed else None)
+    started, load_before = time.gmtime(), os.getloadavg()
+    print(f"[{time.strftime('%H:%M:%S', started)} UTC] {kind} {name} seed {seed}: "
+          f"{' '.join(command[1:])} (load {load_before[0]:.1f})", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    with open(row_dir / "run.log", "w") as log:
+        code = subprocess.call(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
+                               env=env)
+    root = run_dir / PIPELINE_ROOT
+    result = {
+        "kind": kind, "name": name, "seed": seed, "command": command[1:], "exit_code": code,
+        "commit": commit,
+        "train_images": len(list(p for p in train_dir.iterdir() if p.name != LABELS_CSV)),
+        "held_out_images": len(held_out),
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", started),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    manifest_path = root / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        steps = {c["name"]: c for c in manifest["components"]}
+        summary = json.loads((root / "Trainer" / "span-0" / "train_summary.json").read_text())
+        result.update(
+            train_minutes=round(steps["Trainer"]["seconds"] / 60, 2),
+            run_minutes=round(sum(c["seconds"] for c in manifest["components"]) / 60, 2),
+            epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
+            stopped_by_time_budget=summary.get("stopped_by_time_budget"),
+            reading_began=reading_began(root / "Trainer" / "span-0" / "history.csv"),
+            eval_accuracy=manifest["metrics"]["accuracy"],
+            pushed=bool(manifest["exported"].get("pushed")),
+        )
+    if (run_dir / EXPORT_DIR).is_dir():
+        metrics = read_held_out(run_dir / EXPORT_DIR, held_out)
+        result.update(accuracy=metrics["accuracy"], cer=metrics["cer"],
+                      num_correct=metrics["num_correct"], num_invalid=metrics["num_invalid"])
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| data | seed | train / held out | held-out accuracy | CER | reading began "
+             "(epoch) | epochs (best) | train min | run's eval acc. | load before-after |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        accuracy = (f"{r['accuracy']:.2%} ({r['num_correct']}/{r['held_out_images']})"
+                    if "accuracy" in r else f"no export (exit {r['exit_code']})")
+        cer = f"{r['cer']:.4f}" if "cer" in r else ""
+        began = r.get("reading_began") or "never"
+        epochs = f"{r.get('epochs_run', '')} ({r.get('best_epoch', '')})"
+        eval_accuracy = f"{r['eval_accuracy']:.2%}" if r.get("eval_accuracy") is not None else ""
+        load = f"{r['load_average_before'][0]:.1f}-{r['load_average_after'][0]:.1f}"
+        lines.append(f"| {r['kind']} `{r['name']}` | {r['seed']} | {r['train_images']} / "
+                     f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
+                     f"{r.get('train_minutes', '')} | {eval_accuracy} | {load} |")
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        groups.setdefault(f"{r['kind']} `{r['name']}`", []).append(r.get("accuracy", 0.0))
+    for group, accuracies in groups.items():
+        if len(accuracies) > 1:
+            lines.append(f"| **{group} mean** ({len(accuracies)} seeds) | | | "
+                         f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
+                         "| | | | | | |")
+    return "\n".join(lines)
+
+
+def names(text: str, known: tuple[str, ...], parser: argparse.ArgumentParser) -> list[str]:
+    chosen = [] if text == "none" else list(known) if text == "all" else text.split(",")
+    unknown = set(chosen) - set(known)
+    if unknown:
+        parser.error(f"unknown {sorted(unknown)}; choose from {', '.join(known)}, all or none")
+    return chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--styles", default="all", help="comma-separated styles, all or none")
+    parser.add_argument("--real", default="all",
+                        help=f"comma-separated real sets ({', '.join(REAL_SETS)}), all or none")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--train-count", type=int, default=3000)
+    parser.add_argument("--held-out-count", type=int, default=500)
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-styles"))
+    parser.add_argument("--report", action="store_true",
+                        help="print the table of every row in <work>/results.jsonl and stop")
+    parser.add_argument("--sheet", type=pathlib.Path,
+                        help="write the contact sheet of every style to this PNG and stop")
+    args = parser.parse_args()
+    if args.sheet:
+        styles.contact_sheet().quantize(256).save(args.sheet, optimize=True)
+        print(f"wrote {args.sheet} ({args.sheet.stat().st_size / 1024:.0f} KB)")
+        return 0
+    results_path = args.work / "results.jsonl"
+    if args.report:
+        print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+        return 0
+    rows = [("style", name) for name in names(args.styles, tuple(styles.STYLES), parser)]
+    real = names(args.real, REAL_SETS, parser)
+    missing = [name for name in real if not (args.data / name).is_dir()]
+    if missing:
+        parser.error(f"real sets not found under {args.data}: {missing}")
+    rows += [("real", name) for name in real]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.run_has_seed = run_accepts_seed()
+    if real and any(seeds) and not args.run_has_seed:
+        parser.error("`captcha-ocr run` has no --seed flag yet: a real set's seeds other than "
+                     "0 would repeat seed 0")
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for kind, name in rows:
+        for seed in seeds:
+            result = run_row(kind, name, seed, args)
+            results.append(result)
+            with open(results_path, "a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(json.dumps(result), flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
