@@ -1,6 +1,8 @@
 """ExampleGen: an Apache Beam job that turns labelled captcha images into Contract 1 examples.
 
-One job checks every image (it must decode), takes its label from the file name or a CSV,
+One job checks every image (it must decode with `preprocessing.decode_grayscale`, the decoder
+training and serving use, within the same limits on pixels and bytes, checked from the header
+before decoding), takes its label from the file name or a CSV,
 rejects what cannot be used (with the reason, into `rejected.jsonl`), removes duplicate
 images, builds the vocabulary, splits train/eval by SHA-256 and writes GZIP TFRecord shards.
 Shards are written by the job itself, one shard per (split, shard number), with records sorted
@@ -28,6 +30,7 @@ import os
 import posixpath
 import re
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -37,7 +40,7 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import examples
+from components import examples, preprocessing
 
 # Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
 DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
@@ -46,13 +49,25 @@ SUMMARY_FILE = "_summary.json"
 # Input paths per element of the job's first PCollection: the unit of work a worker takes.
 # Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000.
 INPUTS_PER_BATCH = 256
-SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
+SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Contract 1's `image_format` values
+# Geometry no captcha has: fewer rows or columns than a glyph needs, or a shape that the
+# model's input (200x50 by default) would squash beyond reading.
+DEFAULT_MIN_SIDE = 8
+DEFAULT_MAX_ASPECT = 25.0  # longer side / shorter side
+# Kept images whose shape is far from the data set's own (aspect ratio more than this factor
+# from the median's, or area more than its square) are listed in metadata.json.
+OUTLIER_FACTOR = 2.0
+OUTLIER_EXAMPLES = 5  # example sources kept per outlying size
+OUTLIER_SIZES = 100  # outlying sizes listed at most
 
 # Rejection reasons (the `reason` field of rejected.jsonl).
 UNREADABLE = "unreadable"
 NOT_AN_IMAGE = "not_an_image"
 UNSUPPORTED_FORMAT = "unsupported_format"
 EMPTY_FILE = "empty_file"
+TOO_LARGE = "too_large"
+UNDECODABLE = "undecodable"
+IMPLAUSIBLE_SIZE = "implausible_size"
 EMPTY_LABEL = "empty_label"
 BAD_CHARACTER = "bad_character"
 LABEL_TOO_LONG = "label_too_long"
@@ -73,6 +88,10 @@ class IngestConfig:
     num_shards: int = DEFAULT_NUM_SHARDS  # per split
     span: int = 0
     overwrite: bool = False
+    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS  # declared by the header; else too_large
+    max_file_bytes: int = preprocessing.DEFAULT_MAX_FILE_BYTES  # larger files: too_large
+    min_side: int = DEFAULT_MIN_SIDE  # fewer rows or columns: implausible_size
+    max_aspect: float = DEFAULT_MAX_ASPECT  # longer / shorter side beyond it: implausible_size
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_percent <= 100:
@@ -81,6 +100,9 @@ class IngestConfig:
             raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
         if self.max_label_length is not None and self.max_label_length < 1:
             raise ValueError(f"max_label_length must be >= 1, got {self.max_label_length}")
+        if min(self.max_pixels, self.max_file_bytes, self.min_side) < 1 or self.max_aspect < 1:
+            raise ValueError("max_pixels, max_file_bytes, min_side must be >= 1 and "
+                             f"max_aspect >= 1, got {self}")
         re.compile(self.label_pattern)
 
 
@@ -120,21 +142,42 @@ def _channels(image) -> int:
     return len(image.getbands())
 
 
+def _op_message(error: tf.errors.OpError) -> str:
+    """An eager op error in the op's own words, without TF's node and op decorations."""
+    return re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0].strip()
+
+
+class _Candidate(NamedTuple):
+    """A file that PIL identified as PNG or JPEG, waiting for the shared decoder's check."""
+
+    source: str
+    label: str
+    data: bytes
+    sha256: str
+    image_format: str
+    channels: int
+
+
 class InspectImage(beam.DoFn):
-    """Reads one file, decodes it fully and checks its label; rejects with a reason."""
+    """Reads a batch of files and checks each: it decodes with the decoder training and serving
+    use, within the limits, in a plausible shape, with a usable label; else a reason.
+
+    Batches, because one TensorFlow call costs more than decoding a captcha: the batch's
+    images are checked in one `preprocessing.decoded_each` call, and only the few that fail
+    it are looked at one by one for the reason.
+    """
 
     REJECTED = "rejected"
 
     def __init__(self, plan_labels: dict[str, str] | None, config: IngestConfig,
                  vocab: list[str] | None) -> None:
         self._labels = plan_labels
-        self._pattern = config.label_pattern
+        self._config = config
         self._allowed = set(config.alphabet) if config.alphabet is not None else None
         self._vocab = set(vocab) if vocab is not None else None
-        self._max_length = config.max_label_length
 
     def setup(self) -> None:
-        self._regex = re.compile(self._pattern)
+        self._regex = re.compile(self._config.label_pattern)
 
     def _label(self, source: str) -> str:
         if self._labels is not None:
@@ -146,61 +189,101 @@ class InspectImage(beam.DoFn):
         return match.group("label") if "label" in self._regex.groupindex else match.group(0)
 
     def _label_problem(self, label: str) -> tuple[str, str] | None:
+        max_length = self._config.max_label_length
         if not label:
             where = "no row in the labels CSV" if self._labels is not None else (
-                f"file name does not match label pattern {self._pattern!r}")
+                f"file name does not match label pattern {self._config.label_pattern!r}")
             return EMPTY_LABEL, where
         if self._allowed is not None and (bad := sorted(set(label) - self._allowed)):
             return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the alphabet"
         if self._vocab is not None and (bad := sorted(set(label) - self._vocab)):
             return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the vocabulary"
-        if self._max_length is not None and len(label) > self._max_length:
-            return LABEL_TOO_LONG, f"{len(label)} characters > maximum {self._max_length}"
+        if max_length is not None and len(label) > max_length:
+            return LABEL_TOO_LONG, f"{len(label)} characters > maximum {max_length}"
         return None
 
-    def process(self, source: str) -> Iterator[Any]:
+    def _geometry_problem(self, height: int, width: int) -> tuple[str, str] | None:
+        config = self._config
+        if min(height, width) < config.min_side:
+            return IMPLAUSIBLE_SIZE, (f"{width}x{height}: a side under {config.min_side} "
+                                      "pixels cannot hold a glyph")
+        aspect = max(height, width) / min(height, width)
+        if aspect > config.max_aspect:
+            return IMPLAUSIBLE_SIZE, (f"{width}x{height}: aspect ratio {aspect:.0f}:1 beyond "
+                                      f"{config.max_aspect:g}:1")
+        return None
+
+    def _decode_problem(self, data: bytes) -> tuple[str, str]:
+        """Why an image failed the batch check (too large, or the decoder's own error)."""
+        try:
+            height, width, frames = (int(v) for v in preprocessing.header_size(data).numpy())
+            if height * width * frames > self._config.max_pixels:
+                shape = f"{width}x{height}" + (f", up to {frames} frames" if frames > 1 else "")
+                return TOO_LARGE, (f"{shape}: {height * width * frames:,} pixels > the limit "
+                                   f"{self._config.max_pixels:,}")
+            preprocessing.decode_grayscale(data)
+        except tf.errors.OpError as e:
+            return UNDECODABLE, _op_message(e)
+        return UNDECODABLE, "did not decode with the shared decoder"
+
+    def _identify(self, source: str) -> _Candidate | dict[str, Any]:
+        """Reads and identifies one file (PIL reads the header only): a candidate or a rejection."""
         from PIL import Image, UnidentifiedImageError
 
         label = self._label(source)
+        limit = self._config.max_file_bytes
         try:
             with FileSystems.open(source, compression_type="uncompressed") as f:
-                data = f.read()
+                data = f.read(limit + 1)  # never more than the limit into memory
         except Exception as e:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNREADABLE, f"{type(e).__name__}: {e}", label=label))
-            return
+            return _rejection(source, UNREADABLE, f"{type(e).__name__}: {e}", label=label)
         if not data:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED, _rejection(source, EMPTY_FILE, "0 bytes", label=label))
-            return
+            return _rejection(source, EMPTY_FILE, "0 bytes", label=label)
+        if len(data) > limit:
+            return _rejection(source, TOO_LARGE, f"more than the limit of {limit:,} bytes",
+                              label=label)
         sha256 = examples.sha256_hex(data)
         try:
-            image = Image.open(io.BytesIO(data))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, NOT_AN_IMAGE, "not a format PIL can identify", label=label,
-                sha256=sha256))
-            return
+            return _rejection(source, NOT_AN_IMAGE, "not a format PIL can identify",
+                              label=label, sha256=sha256)
+        except Image.DecompressionBombError as e:
+            return _rejection(source, TOO_LARGE, str(e), label=label, sha256=sha256)
+        except Exception as e:  # a header PIL cannot parse
+            return _rejection(source, UNDECODABLE, f"{type(e).__name__}: {e}", label=label,
+                              sha256=sha256)
         image_format = SUPPORTED_FORMATS.get(image.format or "")
         if image_format is None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNSUPPORTED_FORMAT, f"{image.format}: only PNG and JPEG are served",
-                label=label, sha256=sha256))
-            return
-        try:
-            image.load()  # a full decode: catches truncated and corrupt files
-        except Exception as e:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNREADABLE, f"{image_format} does not decode: {e}", label=label,
-                sha256=sha256))
-            return
-        problem = self._label_problem(label)
-        if problem is not None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, problem[0], problem[1], label=label, sha256=sha256))
-            return
-        yield Inspected(sha256, source, label, data, image_format, image.height, image.width,
-                        _channels(image))
+            return _rejection(source, UNSUPPORTED_FORMAT,
+                              f"{image.format}: only PNG and JPEG are ingested", label=label,
+                              sha256=sha256)
+        return _Candidate(source, label, data, sha256, image_format, _channels(image))
+
+    def process(self, sources: list[str]) -> Iterator[Any]:
+        candidates = []
+        for source in sources:
+            identified = self._identify(source)
+            if isinstance(identified, dict):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, identified)
+            else:
+                candidates.append(identified)
+        sizes = preprocessing.decoded_sizes([c.data for c in candidates],
+                                            self._config.max_pixels, self._config.max_file_bytes)
+        for index, c in enumerate(candidates):
+            if index in sizes:
+                height, width = sizes[index]
+                problem = self._geometry_problem(height, width) or self._label_problem(c.label)
+            else:
+                problem = self._decode_problem(c.data)
+            if problem is not None:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
+                    c.source, problem[0], problem[1], label=c.label, sha256=c.sha256))
+                continue
+            yield Inspected(c.sha256, c.source, c.label, c.data, c.image_format, height, width,
+                            c.channels)
 
 
 def resolve_duplicates(records: Iterable[Inspected]) -> tuple[Inspected | None, list[dict[str, Any]]]:
@@ -363,7 +446,6 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
     inspected = (
         pipeline
         | "ListInputs" >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
-        | "Paths" >> beam.FlatMap(lambda batch: batch)
         | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab))
         .with_outputs(InspectImage.REJECTED, main="ok")
     )

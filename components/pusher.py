@@ -36,7 +36,12 @@ from components.predict import (
     evaluate_saved_model,
     saved_model_versions,
 )
-from components.preprocessing import preprocess_image
+from components.preprocessing import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    decoded_each,
+    preprocess_image,
+)
 from components.trainer import MODEL_CONFIG_FILE, load_trained
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,9 @@ class PushResult:
 class ServingModule(tf.Module):
     """What the SavedModel holds: the Keras model plus decoding before and after it."""
 
-    def __init__(self, model: keras.Model, vocab: Sequence[str], config: ModelConfig) -> None:
+    def __init__(self, model: keras.Model, vocab: Sequence[str], config: ModelConfig,
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         super().__init__(name="captcha_ocr_serving")
         self.model = model
         # Keras 3 variables wrap tf.Variables that tf.Module does not find by itself. Track
@@ -96,30 +103,19 @@ class ServingModule(tf.Module):
         self.model_variables = [variable.value for variable in model.variables]
         self._vocab = list(vocab)
         self._image_size = (config.image_height, config.image_width)
+        self._max_pixels = max_pixels
+        self._max_file_bytes = max_file_bytes
 
     def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Every item decoded on its own; one that fails to decode becomes a blank image.
-
-        `decode_image` raises on anything but a whole PNG/JPEG/GIF/BMP (in TF 2.16 a PNG short
-        of even its last byte is "Invalid PNG data"), and a graph cannot catch an op error.
-        tf.data's `ignore_errors` can: it drops the failing items, and their indices, carried
-        along, give the validity flag.
-        """
+        """Every item decoded on its own; one over the limits or that fails to decode becomes
+        a blank image with `valid` false (`preprocessing.decoded_each`)."""
         height, width = self._image_size
-        count = tf.shape(image_bytes)[0]
-        decoded = (
-            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-            .map(
-                lambda index, data: (index, preprocess_image(data, height, width)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-            .ignore_errors()
-        )
+        count = tf.shape(image_bytes, out_type=tf.int64)[0]
+        decoded = decoded_each(image_bytes, lambda data: preprocess_image(data, height, width),
+                               self._max_pixels, self._max_file_bytes)
         # One extra row, always present, so the batch below exists even if every item failed.
         sentinel = tf.data.Dataset.from_tensors((count, tf.zeros([height, width, 1])))
-        indices, images = (
-            decoded.concatenate(sentinel).batch(tf.cast(count, tf.int64) + 1).get_single_element()
-        )
+        indices, images = decoded.concatenate(sentinel).batch(count + 1).get_single_element()
         positions = indices[:, None]
         images = tf.scatter_nd(positions, images, [count + 1, height, width, 1])[:count]
         valid = tf.scatter_nd(positions, tf.ones_like(indices, tf.bool), [count + 1])[:count]
@@ -136,10 +132,15 @@ class ServingModule(tf.Module):
         images, valid = self._decode_each(image_bytes)
         logits = self.model(images, training=False)
         text, confidence = decode_logits(logits, self._vocab)
+        text = tf.where(valid, text, "")
+        # Reading nothing is no confident reading: a blank or inkless image answers
+        # has_text false and confidence 0, not "" with the blank path's probability.
+        has_text = tf.strings.length(text) > 0
         return {
-            "text": tf.where(valid, text, ""),
-            "confidence": tf.where(valid, confidence, 0.0),
+            "text": text,
+            "confidence": tf.where(has_text, confidence, 0.0),
             "valid": valid,
+            "has_text": has_text,
         }
 
 

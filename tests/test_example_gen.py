@@ -24,6 +24,7 @@ from components.example_gen import (
     EMPTY_LABEL,
     LABEL_TOO_LONG,
     NOT_AN_IMAGE,
+    UNDECODABLE,
     UNREADABLE,
     UNSUPPORTED_FORMAT,
     IngestConfig,
@@ -174,7 +175,7 @@ def test_planted_bad_inputs_are_rejected_with_reasons(planted, tmp_path, synthet
     rejected = read_rejected(tmp_path / "out")
     good = sorted(synthetic_images.glob("*.png"))[:12]
     expected = {
-        "trunc_1.png": UNREADABLE,
+        "trunc_1.png": UNDECODABLE,
         "empty_2.png": EMPTY_FILE,
         "text_3.png": NOT_AN_IMAGE,
         "ABcd_4.png": BAD_CHARACTER,
