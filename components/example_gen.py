@@ -326,9 +326,10 @@ class ExampleStats(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
         return {"chars": collections.Counter(), "lengths": collections.Counter(),
                 "splits": collections.Counter(), "formats": collections.Counter(),
-                "channels": collections.Counter(), "heights": [], "widths": []}
+                "channels": collections.Counter(), "heights": [], "widths": [], "sizes": {}}
 
     def add_input(self, acc: dict[str, Any], r: Inspected) -> dict[str, Any]:
+        _add_size(acc["sizes"], f"{r.width}x{r.height}", 1, [r.source])
         acc["chars"].update(r.label)
         acc["lengths"][len(r.label)] += 1
         acc["splits"][examples.split_for(r.sha256, self._eval_percent)] += 1
@@ -345,6 +346,8 @@ class ExampleStats(beam.CombineFn):
                 merged[key].update(acc[key])
             merged["heights"] = _min_max(merged["heights"], acc["heights"])
             merged["widths"] = _min_max(merged["widths"], acc["widths"])
+            for size, (count, sources) in acc["sizes"].items():
+                _add_size(merged["sizes"], size, count, sources)
         return merged
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +359,45 @@ class ExampleStats(beam.CombineFn):
             "channel_counts": {str(k): v for k, v in sorted(acc["channels"].items())},
             "height_range": acc["heights"],
             "width_range": acc["widths"],
+            "sizes": dict(sorted(acc["sizes"].items())),
         }
+
+
+def _add_size(sizes: dict[str, list], size: str, count: int, sources: list[str]) -> None:
+    """{"WxH": [count, the first OUTLIER_EXAMPLES sources]}, updated in place."""
+    total, examples_so_far = sizes.get(size, (0, []))
+    sizes[size] = [total + count, sorted(examples_so_far + sources)[:OUTLIER_EXAMPLES]]
+
+
+def size_outliers(sizes: dict[str, list]) -> dict[str, Any]:
+    """Kept images whose shape is far from the data set's: listed, not silently trained on.
+
+    Far: an aspect ratio more than OUTLIER_FACTOR times above or below the median image's,
+    or an area more than OUTLIER_FACTOR squared times. Medians over images, not sizes.
+    """
+    parsed = [(tuple(map(int, size.split("x"))), count, sources)
+              for size, (count, sources) in sizes.items()]
+    if not parsed:
+        return {"count": 0, "sizes": []}
+
+    def median(key) -> float:
+        values = sorted((key(w, h), count) for (w, h), count, _ in parsed)
+        middle, seen = sum(count for _, count in values) / 2, 0
+        for value, count in values:
+            seen += count
+            if seen >= middle:
+                return value
+        return values[-1][0]
+
+    aspect, area = median(lambda w, h: w / h), median(lambda w, h: w * h)
+    far = [{"width": w, "height": h, "count": count, "examples": sources}
+           for (w, h), count, sources in sorted(parsed, key=lambda p: -p[1])
+           if max(w / h / aspect, aspect * h / w) > OUTLIER_FACTOR
+           or max(w * h / area, area / (w * h)) > OUTLIER_FACTOR**2]
+    return {"count": sum(o["count"] for o in far), "median_aspect": round(aspect, 3),
+            "median_area": area, "rule": (f"aspect ratio over {OUTLIER_FACTOR:g}x, or area over "
+                                          f"{OUTLIER_FACTOR**2:g}x, from the median image's"),
+            "sizes": far[:OUTLIER_SIZES]}
 
 
 def _min_max(current: list[int], values: Sequence[int]) -> list[int]:
@@ -595,6 +636,7 @@ def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
         "max_label_length": config.max_label_length or (lengths[-1] if lengths else 0),
         "image_height_range": summary["height_range"],
         "image_width_range": summary["width_range"],
+        "size_outliers": size_outliers(summary["sizes"]),
         "format_counts": summary["format_counts"],
         "channel_counts": summary["channel_counts"],
         "eval_percent": config.eval_percent,
@@ -644,5 +686,10 @@ def run_ingest(images: str, output: str, config: IngestConfig,
             tf.io.gfile.rmtree(work_dir)
         raise
     _publish(work_dir, output)
+    if metadata["size_outliers"]["count"]:
+        log.warning("%d images are far from the data set's shape (metadata.json, "
+                    "size_outliers): %s", metadata["size_outliers"]["count"],
+                    ", ".join(f"{o['width']}x{o['height']} ({o['count']})"
+                              for o in metadata["size_outliers"]["sizes"][:5]))
     log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])
     return metadata

@@ -102,6 +102,11 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-percent", type=int, default=None, help="default 20")
     p.add_argument("--num-shards", type=int, default=None, help="shards per split (default 4)")
     p.add_argument("--span", type=int, default=0, help="ingestion batch number")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="larger images (by their header) are rejected as too_large "
+                        "(default 4,000,000; the serving signature's limit)")
+    p.add_argument("--max-file-bytes", type=int, default=None,
+                   help="larger files are rejected as too_large (default 2 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(handler=_run_ingest)
 
@@ -121,6 +126,9 @@ def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
           f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
           f"vocabulary of {metadata['vocab_size']} characters -> {args.output}")
+    if metadata["size_outliers"]["count"]:
+        print(f"warning: {metadata['size_outliers']['count']} images far from the data set's "
+              "shape, listed in metadata.json (size_outliers)")
     return 0
 
 
