@@ -144,3 +144,22 @@ def exported_model_base(trained_model_dir, tmp_path_factory) -> pathlib.Path:
     base = tmp_path_factory.mktemp("exported_model") / "captcha"
     export_model(str(trained_model_dir), str(base))
     return base
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import zlib
+
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def bilevel_png_bomb(width: int, height: int) -> bytes:
+    """A real, complete 1-bit PNG of width x height white pixels: about 80 KB at 20000^2,
+    1.6 GB once decoded to RGBA (a decompression bomb)."""
+    import zlib
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    row = b"\0" + b"\xff" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data)
+            + png_chunk(b"IEND", b""))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from conftest import bilevel_png_bomb
 from PIL import Image
 
 from components import dataset, examples
@@ -22,8 +23,10 @@ from components.example_gen import (
     DUPLICATE,
     EMPTY_FILE,
     EMPTY_LABEL,
+    IMPLAUSIBLE_SIZE,
     LABEL_TOO_LONG,
     NOT_AN_IMAGE,
+    TOO_LARGE,
     UNDECODABLE,
     UNREADABLE,
     UNSUPPORTED_FORMAT,
@@ -301,3 +304,54 @@ def test_cli_ingest_passes_beam_options(synthetic_images, tmp_path, capsys):
     assert metadata["eval_percent"] == 50 and metadata["num_shards"] == 2
     assert metadata["beam_options"]["job_name"] == "cli-test"
     assert f"{SYNTHETIC_COUNT} written" in capsys.readouterr().out
+
+
+def test_a_bomb_is_rejected_and_the_rest_of_the_folder_ingested(synthetic_images, tmp_path):
+    """PIL's own DecompressionBombError (20000^2) and our header limit (3000^2) alike."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted(synthetic_images.glob("*.png"))[:12]
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    (folder / "bomb_1.png").write_bytes(bilevel_png_bomb(20000, 20000))
+    (folder / "big_2.png").write_bytes(bilevel_png_bomb(3000, 3000))
+    limit = max(p.stat().st_size for p in good)
+    (folder / "huge_3.png").write_bytes(good[0].read_bytes() + b"\0" * limit)
+    metadata = run_ingest(str(folder), str(tmp_path / "out"),
+                          IngestConfig(max_pixels=2_000_000, max_file_bytes=limit))
+    rejected = read_rejected(tmp_path / "out")
+    assert {name: r["reason"] for name, r in rejected.items()} == {
+        "bomb_1.png": TOO_LARGE, "big_2.png": TOO_LARGE, "huge_3.png": TOO_LARGE}
+    assert "3000x3000: 9,000,000 pixels > the limit 2,000,000" in rejected["big_2.png"]["detail"]
+    assert metadata["num_written"] == 12 and metadata["num_inputs"] == 15
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_implausible_shapes_are_rejected_and_odd_ones_listed(synthetic_images, tmp_path,
+                                                            capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sorted(synthetic_images.glob("*.png"))[:12]:  # 200x50
+        shutil.copy(p, folder / p.name)
+    sizes = {"dot_1.png": (1, 1), "sliver_2.png": (5000, 10), "small_3.png": (40, 10),
+             "strip_4.png": (200, 12)}
+    for name, size in sizes.items():
+        (folder / name).write_bytes(encode_png(Image.new("L", size, 255)))
+    out = tmp_path / "out"
+    assert cli.main(["ingest", "--images", str(folder), "--output", str(out)]) == 0
+    assert "2 images far from the data set's shape" in capsys.readouterr().out
+    metadata = json.loads((out / examples.METADATA_FILE).read_text())
+    rejected = read_rejected(out)
+    assert {name: r["reason"] for name, r in rejected.items()} == {
+        "dot_1.png": IMPLAUSIBLE_SIZE, "sliver_2.png": IMPLAUSIBLE_SIZE}
+    assert "aspect ratio 500:1" in rejected["sliver_2.png"]["detail"]
+    outliers = metadata["size_outliers"]
+    assert outliers["count"] == 2 and outliers["median_aspect"] == 4.0
+    listed = {(o["width"], o["height"]): [pathlib.Path(e).name for e in o["examples"]]
+              for o in outliers["sizes"]}
+    assert listed == {(40, 10): ["small_3.png"], (200, 12): ["strip_4.png"]}

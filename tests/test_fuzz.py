@@ -21,7 +21,13 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLEAN_ALPHABET, TINY_MODEL_OVERRIDES, clean_captcha
+from conftest import (
+    CLEAN_ALPHABET,
+    TINY_MODEL_OVERRIDES,
+    bilevel_png_bomb,
+    clean_captcha,
+    png_chunk,
+)
 from PIL import Image
 
 from components import dataset, examples
@@ -49,10 +55,6 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def png_from_rows(width: int, height: int, raw: bytes, interlace: int = 0, depth: int = 8) -> bytes:
@@ -151,7 +153,7 @@ def odd_files(rng: random.Random) -> dict[str, bytes]:
     add("tiff", lambda im: encode(im, "TIFF"), "png")
     add("tiny", lambda im: encode(im.resize((1, 1)), "PNG"), "png")
     add("sliver", lambda im: encode(im.resize((5000, 10)), "PNG"), "png")
-    add("bomb-png", lambda im: png_bomb(20000, 20000), "png")
+    add("bomb-png", lambda im: bilevel_png_bomb(20000, 20000), "png")
     add("bomb-png-5k", lambda im: png_bomb(5000, 5000), "png")
     add("bomb-jpeg", jpeg_bomb, "jpg")
     add("bomb-gif", lambda im: patch(encode(im, "GIF"), 6, "<HH", 65535, 65535), "gif")

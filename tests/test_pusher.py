@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import clean_captcha, write_examples_dir
+from conftest import bilevel_png_bomb, clean_captcha, write_examples_dir
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -82,6 +82,27 @@ for job in json.load(sys.stdin):
     })
 print(json.dumps(answers))
 """
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+import tensorflow as tf
+
+job = json.load(sys.stdin)
+signature = tf.saved_model.load(job["saved_model"]).signatures["serving_default"]
+good = [open(path, "rb").read() for path in job["files"]]
+bomb = open(job["bomb"], "rb").read()
+signature(image_bytes=tf.constant(good))  # warm: what a served model has already allocated
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+answer = signature(image_bytes=tf.constant(good[:1] + [bomb] + good[1:]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kib": before, "after_kib": after,
+                  "valid": answer["valid"].numpy().tolist(),
+                  "text": [t.decode() for t in answer["text"].numpy()]}))
+"""
+# The signature's peak memory may grow this much over a warm batch of good images when the
+# batch also holds a decompression bomb (decoded in full, the one below would take 1.6 GB).
+BOMB_MEMORY_BOUND_MIB = 64
 
 
 def write_model_folder(folder: pathlib.Path, model, config: ModelConfig) -> pathlib.Path:
@@ -261,7 +282,8 @@ def test_saved_model_cli_lists_the_documented_signature(untrained_export):
     documented = {("inputs", INPUT_NAME): ("DT_STRING", "(-1)"),
                   ("outputs", "text"): ("DT_STRING", "(-1)"),
                   ("outputs", "confidence"): ("DT_FLOAT", "(-1)"),
-                  ("outputs", "valid"): ("DT_BOOL", "(-1)")}
+                  ("outputs", "valid"): ("DT_BOOL", "(-1)"),
+                  ("outputs", "has_text"): ("DT_BOOL", "(-1)")}
     for (kind, name), (dtype, shape) in documented.items():
         block = serving.split(f"{kind}['{name}'] tensor_info:")[1]
         assert f"dtype: {dtype}" in block.splitlines()[1]
@@ -361,3 +383,35 @@ def test_blessing_rule(accuracy, baseline, config, pushed):
     verdict, reason = bless({"accuracy": accuracy},
                             None if baseline is None else {"accuracy": baseline}, config)
     assert verdict is pushed, reason
+
+
+def test_a_bomb_in_a_batch_costs_bounded_memory_and_spoils_only_its_answer(
+        untrained_export, image_files, tmp_path):
+    """A 20000 x 20000 PNG (50 KB) is refused from its header inside the signature."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bilevel_png_bomb(20000, 20000))
+    assert bomb.stat().st_size < 100_000
+    job = {"saved_model": untrained_export, "files": [str(f) for f in image_files],
+           "bomb": str(bomb)}
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE], input=json.dumps(job),
+                          text=True, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    grown_mib = (probe["after_kib"] - probe["before_kib"]) / 1024
+    assert probe["valid"] == [True, False] + [True] * (len(image_files) - 1)
+    assert probe["text"][1] == ""
+    assert grown_mib < BOMB_MEMORY_BOUND_MIB, probe
+
+
+def test_a_blank_image_is_no_confident_reading(tmp_path):
+    blank = encode(Image.new("L", (200, 50), 255), "PNG")
+    reads_nothing = export_model(str(constant_reader(tmp_path / "nothing", "")),
+                                 str(tmp_path / "export_nothing"))
+    reads_seven = export_model(str(constant_reader(tmp_path / "seven", "7")),
+                               str(tmp_path / "export_seven"))
+    (nothing,) = ExportedModel(reads_nothing).predict_bytes([blank], ["blank.png"])
+    (seven,) = ExportedModel(reads_seven).predict_bytes([blank], ["blank.png"])
+    assert (nothing.valid, nothing.text, nothing.has_text, nothing.confidence) == (
+        True, "", False, 0.0)
+    assert (seven.valid, seven.text, seven.has_text) == (True, "7", True)
+    assert seven.confidence > 0.99
