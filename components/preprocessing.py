@@ -36,7 +36,7 @@ FORMATS = ("png", "jpeg", "gif", "bmp")
 
 
 def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
-    """`png`, `jpeg`, `gif`, `bmp` from the magic bytes, or "" (a string scalar)."""
+    """`png`, `jpeg`, `gif`, `bmp` from the magic bytes, or "" (element-wise on a string tensor)."""
     head = tf.strings.substr(image_bytes, 0, 8)
     checks = [
         tf.equal(head, PNG_SIGNATURE),
@@ -44,7 +44,7 @@ def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
         tf.strings.regex_full_match(tf.strings.substr(head, 0, 6), "GIF8[79]a"),
         tf.equal(tf.strings.substr(head, 0, 2), b"BM"),
     ]
-    index = tf.argmax(tf.cast(tf.stack([*checks, True]), tf.int32))
+    index = tf.argmax(tf.cast(tf.stack([*checks, tf.ones_like(checks[0])], -1), tf.int32), -1)
     return tf.gather(tf.constant([*FORMATS, ""]), index)
 
 
@@ -66,44 +66,58 @@ def _header_numbers() -> np.ndarray:
 HEADER_NUMBERS = _header_numbers()
 
 
-def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
-    """int64 [height, width, frames] as the header declares them, nothing decoded.
+def header_sizes(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64 [n, 3]: height, width, frames that each of n PNG, GIF or BMP headers declares.
 
-    GIF: the logical screen, and as frames an upper bound of the frames the decoder
-    allocates (every frame's image descriptor follows a block terminator, b"\\0,"). Unknown
-    formats give zeros (the decoder refuses them anyway). A JPEG whose header does not parse
-    raises (tf.image.extract_jpeg_shape), as its decoding would.
+    Vectorised over the batch, nothing decoded. GIF: the logical screen, and as frames an
+    upper bound of the frames its decoder allocates (each frame's image descriptor follows a
+    block terminator, b"\\0,"). JPEG and unknown formats give zeros: a JPEG's frame header
+    needs a parser (`tf.image.extract_jpeg_shape`), run per image (`_jpeg_within`).
     """
     head = tf.strings.substr(image_bytes, 0, HEADER_BYTES)
     padded = tf.strings.substr(tf.strings.join([head, b"\0" * HEADER_BYTES]), 0, HEADER_BYTES)
-    header = tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.float64)
-    numbers = tf.cast(tf.linalg.matvec(HEADER_NUMBERS, header, transpose_a=True), tf.int64)
-    numbers = tf.reshape(numbers, [3, 2])  # rows: PNG, GIF, BMP
+    header = tf.reshape(tf.cast(tf.io.decode_raw(padded, tf.uint8), tf.float64),
+                        [-1, HEADER_BYTES])
+    numbers = tf.reshape(tf.cast(header @ HEADER_NUMBERS, tf.int64), [-1, 3, 2])
     numbers = tf.abs(tf.where(numbers >= 2**31, numbers - 2**32, numbers))  # BMP: top-down < 0
-    fmt = image_format(image_bytes)
+    fmt = tf.reshape(image_format(image_bytes), [-1])
     row = tf.argmax(tf.cast(tf.stack([tf.equal(fmt, "png"), tf.equal(fmt, "gif"),
-                                      tf.equal(fmt, "bmp"), True]), tf.int32))
-    size = tf.concat([numbers, tf.zeros([1, 2], tf.int64)], 0)[row]
-    size = tf.cond(
-        tf.equal(fmt, "jpeg"),
-        lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64),
+                                      tf.equal(fmt, "bmp"), tf.ones_like(fmt, tf.bool)], -1),
+                            tf.int32), -1)
+    rows = tf.concat([numbers, tf.zeros_like(numbers[:, :1])], 1)
+    size = tf.gather(rows, row, batch_dims=1)
+    pieces = tf.strings.split(tf.reshape(image_bytes, [-1]), b"\0,").row_lengths()
+    frames = tf.where(tf.equal(fmt, "gif"), pieces, 1)
+    return tf.concat([size, frames[:, None]], 1)
+
+
+def header_size(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64 [height, width, frames] that one image's header declares (JPEG too).
+
+    A JPEG whose header does not parse raises, as its decoding would.
+    """
+    size = header_sizes(tf.reshape(image_bytes, [1]))[0]
+    return tf.cond(
+        tf.equal(image_format(image_bytes), "jpeg"),
+        lambda: tf.concat([tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64),
+                           [1]], 0),
         lambda: size,
     )
-    frames = tf.cond(
-        tf.equal(fmt, "gif"),
-        lambda: tf.size(tf.strings.split(image_bytes, b"\0,"), out_type=tf.int64),
-        lambda: tf.constant(1, tf.int64),
-    )
-    return tf.concat([size, [frames]], 0)
 
 
 def within_limits(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS,
                   max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> tf.Tensor:
-    """Whether decoding this input stays within the limits (bool scalar; headers only)."""
+    """Whether decoding one input stays within the limits (bool scalar; headers only)."""
+    return ((tf.cast(tf.strings.length(image_bytes), tf.int64) <= max_file_bytes)
+            & (tf.reduce_prod(header_size(image_bytes)) <= max_pixels))
+
+
+def _jpeg_within(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
     return tf.cond(
-        tf.cast(tf.strings.length(image_bytes), tf.int64) <= max_file_bytes,
-        lambda: tf.reduce_prod(header_size(image_bytes)) <= max_pixels,
-        lambda: tf.constant(False),
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2],
+                                       tf.int64)) <= max_pixels,
+        lambda: tf.constant(True),
     )
 
 
@@ -197,15 +211,24 @@ def decoded_each(
     A decoder raises on anything but a whole image (TF 2.16: a PNG short of even its last
     byte is "Invalid PNG data") and a graph cannot catch an op error; tf.data's
     `ignore_errors` can, and the indices carried along say which items are missing. Items
-    over the limits are dropped before a byte of them is decoded. The serving signature
-    runs this in its graph; ExampleGen runs it eagerly on a batch of files (one call, not
+    over the limits are dropped before a byte of them is decoded: from their headers, for
+    the whole batch at once (per image only for JPEG, whose header needs a parser). The
+    serving signature runs this in its graph; ExampleGen runs it eagerly on a batch of files (one call, not
     one per file: a TensorFlow call costs more than decoding a captcha).
     """
-    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+    lengths = tf.cast(tf.strings.length(image_bytes), tf.int64)
+    within = (lengths <= max_file_bytes) & (
+        tf.reduce_prod(header_sizes(image_bytes), -1) <= max_pixels)
+    indices = tf.boolean_mask(tf.range(tf.shape(image_bytes, out_type=tf.int64)[0]), within)
+
+    def checked(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        check = tf.debugging.Assert(_jpeg_within(data, max_pixels), ["JPEG over max_pixels"])
+        with tf.control_dependencies([check]):
+            return index, fn(data)
+
     return (
-        tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-        .filter(lambda _, data: within_limits(data, max_pixels, max_file_bytes))
-        .map(lambda index, data: (index, fn(data)), num_parallel_calls=tf.data.AUTOTUNE)
+        tf.data.Dataset.from_tensor_slices((indices, tf.boolean_mask(image_bytes, within)))
+        .map(checked, num_parallel_calls=tf.data.AUTOTUNE)
         .ignore_errors()
     )
 
