@@ -7,9 +7,8 @@ import re
 import subprocess
 import sys
 
-from conftest import CLEAN_HEIGHT, CLEAN_WIDTH, PROJECT_ROOT, TINY_MODEL_OVERRIDES
+from helpers import CLEAN_HEIGHT, CLEAN_WIDTH, PROJECT_ROOT, tiny_model
 
-from components.model import ModelConfig
 from components.progress import LINE_PER_EPOCH, PROGRESS_BAR, keras_verbose
 
 EPOCHS = 12
@@ -27,8 +26,7 @@ def test_auto_is_a_bar_on_a_terminal_only(tmp_path):
 
 def test_training_logged_to_a_file_has_one_line_per_epoch(clean_examples, tmp_path):
     hyperparameters = tmp_path / "tiny.json"
-    ModelConfig(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH,
-                **TINY_MODEL_OVERRIDES).to_json(str(hyperparameters))
+    tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH).to_json(str(hyperparameters))
     log = tmp_path / "train.log"
     with open(log, "w") as out:
         subprocess.run(

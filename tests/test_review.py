@@ -13,7 +13,7 @@ import random
 import shutil
 
 import pytest
-from conftest import CLEAN_ALPHABET, clean_captcha
+from helpers import CLEAN_ALPHABET, clean_captcha
 from PIL import Image, ImageDraw
 from test_pipeline import TINY_MODEL, config_for, versions, write_clean_images
 

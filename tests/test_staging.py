@@ -19,7 +19,7 @@ import sys
 import tarfile
 
 from apache_beam.runners.portability.stager import Stager
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 from packaging.requirements import Requirement
 
 FIRST_PARTY = ("components", "pipeline")
