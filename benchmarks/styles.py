@@ -185,8 +185,9 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
             eval_accuracy=manifest["metrics"]["accuracy"],
             pushed=bool(manifest["exported"].get("pushed")),
         )
-    if (run_dir / EXPORT_DIR).is_dir():
-        metrics = read_held_out(run_dir / EXPORT_DIR, held_out)
+    export = run_dir / EXPORT_DIR
+    if export.is_dir() and any(p.name.isdigit() for p in export.iterdir()):  # a run that
+        metrics = read_held_out(export, held_out)  # missed --min-accuracy pushes nothing
         result.update(accuracy=metrics["accuracy"], cer=metrics["cer"],
                       num_correct=metrics["num_correct"], num_invalid=metrics["num_invalid"])
     return result
