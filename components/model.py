@@ -52,7 +52,8 @@ class ModelConfig:
     def with_data_geometry(self, metadata: Sequence[Mapping[str, Any]]) -> ModelConfig:
         """The input size this config leaves open, derived from ExampleGen metadata (spans).
 
-        A pinned height keeps; a pinned width keeps too (with the pinned width scale).
+        A pinned height is kept and the width derived at it; only a pinned height and width
+        together (with the pinned width scale) skip the derivation.
         """
         if self.image_height is not None and self.image_width is not None:
             return self
@@ -227,7 +228,8 @@ def greedy_decode(logits: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor]:
     best = tf.argmax(probs, axis=-1, output_type=tf.int32)
     previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
     keep = tf.logical_and(best != BLANK, best != previous)
-    ids = tf.ragged.boolean_mask(best, keep) - 1
+    # A typed 1, not a Python int: the result stays int32 under any dtype-promotion mode.
+    ids = tf.ragged.boolean_mask(best, keep) - tf.constant(1, tf.int32)
     confidence = tf.exp(tf.reduce_sum(tf.math.log(tf.reduce_max(probs, axis=-1)), axis=-1))
     return ids, confidence
 
