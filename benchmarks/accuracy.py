@@ -52,8 +52,9 @@ RECIPES: dict[str, Profile] = {
 }
 
 
-def split_files(data: pathlib.Path, fold: int = ACCEPTANCE_FOLD
-                ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+def split_files(
+    data: pathlib.Path, fold: int = ACCEPTANCE_FOLD
+) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
     """(train files, held-out files): files fold, fold + 5, ... in sorted order are held out."""
     files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     held_out = files[fold::HELD_OUT_EVERY]
@@ -75,38 +76,54 @@ def link_folder(folder: pathlib.Path, files: list[pathlib.Path]) -> pathlib.Path
     return folder
 
 
-def ingest_train_and_held_out(train_images: pathlib.Path, held_out_images: pathlib.Path,
-                              work: pathlib.Path) -> tuple[str, str]:
+def ingest_train_and_held_out(
+    train_images: pathlib.Path, held_out_images: pathlib.Path, work: pathlib.Path
+) -> tuple[str, str]:
     """Ingest one folder as all train and the other as all eval, with the train vocabulary."""
     train_dir, held_out_dir = work / "examples-train", work / "examples-heldout"
     if not (train_dir / examples.METADATA_FILE).exists():
         run_ingest(str(train_images), str(train_dir), IngestConfig(eval_percent=0, num_shards=1))
     if not (held_out_dir / examples.METADATA_FILE).exists():
-        run_ingest(str(held_out_images), str(held_out_dir),
-                   IngestConfig(eval_percent=100, num_shards=1,
-                                vocab_path=str(train_dir / examples.VOCAB_FILE)))
+        run_ingest(
+            str(held_out_images),
+            str(held_out_dir),
+            IngestConfig(
+                eval_percent=100, num_shards=1, vocab_path=str(train_dir / examples.VOCAB_FILE)
+            ),
+        )
     counts = (
         json.loads((train_dir / examples.METADATA_FILE).read_text())["counts"],
         json.loads((held_out_dir / examples.METADATA_FILE).read_text())["counts"],
     )
     expected = (len(list(train_images.iterdir())), len(list(held_out_images.iterdir())))
     if (counts[0].get("train"), counts[1].get("eval")) != expected:
-        raise RuntimeError(f"expected {expected[0]} train / {expected[1]} held-out examples, "
-                           f"ingested {counts}")
+        raise RuntimeError(
+            f"expected {expected[0]} train / {expected[1]} held-out examples, ingested {counts}"
+        )
     return str(train_dir), str(held_out_dir)
 
 
-def prepare(data: pathlib.Path, work: pathlib.Path, fold: int = ACCEPTANCE_FOLD
-            ) -> tuple[str, str]:
+def prepare(data: pathlib.Path, work: pathlib.Path, fold: int = ACCEPTANCE_FOLD) -> tuple[str, str]:
     """Ingest the fold's 832 training files (all train) and 208 held-out files (all eval)."""
     work = fold_work(work, fold)
     train_files, held_out_files = split_files(data, fold)
-    return ingest_train_and_held_out(link_folder(work / "images-train", train_files),
-                                     link_folder(work / "images-heldout", held_out_files), work)
+    return ingest_train_and_held_out(
+        link_folder(work / "images-train", train_files),
+        link_folder(work / "images-heldout", held_out_files),
+        work,
+    )
 
 
-def run_one(recipe: str, seed: int, fold: int, epochs: int | None, max_minutes: float | None,
-            train_dir: str, held_out_dir: str, work: pathlib.Path) -> dict:
+def run_one(
+    recipe: str,
+    seed: int,
+    fold: int,
+    epochs: int | None,
+    max_minutes: float | None,
+    train_dir: str,
+    held_out_dir: str,
+    work: pathlib.Path,
+) -> dict:
     profile = RECIPES[recipe]
     changes = {"seed": seed, "verbose": 2}
     if epochs:
@@ -121,13 +138,21 @@ def run_one(recipe: str, seed: int, fold: int, epochs: int | None, max_minutes: 
     summary = run_train(train_dir, str(model_dir), profile.model, train_config)
     train_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
-    metrics = run_evaluate(str(model_dir), held_out_dir, str(fold_dir / "evaluations" / model_dir.name))
+    metrics = run_evaluate(
+        str(model_dir), held_out_dir, str(fold_dir / "evaluations" / model_dir.name)
+    )
     return {
-        "recipe": recipe, "seed": seed, "fold": fold, "max_epochs": train_config.epochs,
+        "recipe": recipe,
+        "seed": seed,
+        "fold": fold,
+        "max_epochs": train_config.epochs,
         "max_minutes": train_config.max_minutes,
-        "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-        "accuracy": metrics["accuracy"], "cer": metrics["cer"],
-        "num_examples": metrics["num_examples"], "train_minutes": round(train_seconds / 60, 2),
+        "epochs_run": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "accuracy": metrics["accuracy"],
+        "cer": metrics["cer"],
+        "num_examples": metrics["num_examples"],
+        "train_minutes": round(train_seconds / 60, 2),
         "train_cpu_minutes": round(cpu_seconds / 60, 2),
         "stopped_by_time_budget": summary["stopped_by_time_budget"],
         "input_pipeline": summary.get("input_pipeline"),
@@ -137,16 +162,22 @@ def run_one(recipe: str, seed: int, fold: int, epochs: int | None, max_minutes: 
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| recipe | fold | seed | epochs (best) | held-out accuracy | CER | train wall min |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | fold | seed | epochs (best) | held-out accuracy | CER | train wall min |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['recipe']} | {r['fold']} | {r['seed']} | "
-                     f"{r['epochs_run']} ({r['best_epoch']}) | "
-                     f"{r['accuracy']:.2%} | {r['cer']:.4f} | {r['train_minutes']:.1f} |")
+        lines.append(
+            f"| {r['recipe']} | {r['fold']} | {r['seed']} | "
+            f"{r['epochs_run']} ({r['best_epoch']}) | "
+            f"{r['accuracy']:.2%} | {r['cer']:.4f} | {r['train_minutes']:.1f} |"
+        )
     for recipe in dict.fromkeys(r["recipe"] for r in results):
         accuracies = [r["accuracy"] for r in results if r["recipe"] == recipe]
-        lines.append(f"| **{recipe} mean** ({len(accuracies)} runs) | | | | "
-                     f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) | | |")
+        lines.append(
+            f"| **{recipe} mean** ({len(accuracies)} runs) | | | | "
+            f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) | | |"
+        )
     return "\n".join(lines)
 
 
@@ -154,16 +185,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-accuracy"))
-    parser.add_argument("--configs", default=",".join(RECIPES),
-                        help=f"comma-separated recipes among {', '.join(RECIPES)}")
+    parser.add_argument(
+        "--configs",
+        default=",".join(RECIPES),
+        help=f"comma-separated recipes among {', '.join(RECIPES)}",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--folds", default=str(ACCEPTANCE_FOLD),
-                        help="comma-separated folds among 0-4 (fold k holds out files k, k + 5, "
-                             f"...); default {ACCEPTANCE_FOLD}, the issue's split")
+    parser.add_argument(
+        "--folds",
+        default=str(ACCEPTANCE_FOLD),
+        help="comma-separated folds among 0-4 (fold k holds out files k, k + 5, "
+        f"...); default {ACCEPTANCE_FOLD}, the issue's split",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' max epochs")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="override the recipes' training time budget; 0: none (measure "
-                             "the wall time instead of capping it)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="override the recipes' training time budget; 0: none (measure "
+        "the wall time instead of capping it)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipes = args.configs.split(",")
@@ -181,13 +222,22 @@ def main() -> int:
         train_dir, held_out_dir = prepare(args.data, args.work, fold)
         for recipe in recipes:
             for seed in seeds:
-                result = run_one(recipe, seed, fold, args.epochs, args.max_minutes, train_dir,
-                                 held_out_dir, args.work)
+                result = run_one(
+                    recipe,
+                    seed,
+                    fold,
+                    args.epochs,
+                    args.max_minutes,
+                    train_dir,
+                    held_out_dir,
+                    args.work,
+                )
                 results.append(result)
                 with open(args.work / "results.jsonl", "a") as f:
                     f.write(json.dumps(result) + "\n")
-                print(json.dumps({k: v for k, v in result.items() if k != "model_config"}),
-                      flush=True)
+                print(
+                    json.dumps({k: v for k, v in result.items() if k != "model_config"}), flush=True
+                )
     print(table(results))
     return 0
 

@@ -33,10 +33,14 @@ from components.synth import SynthConfig, generate
 
 MODES = {
     "in_memory (default)": [],
-    "multi_threading, 2 workers": ["--direct_running_mode=multi_threading",
-                                   "--direct_num_workers=2"],
-    "multi_processing, 2 workers": ["--direct_running_mode=multi_processing",
-                                    "--direct_num_workers=2"],
+    "multi_threading, 2 workers": [
+        "--direct_running_mode=multi_threading",
+        "--direct_num_workers=2",
+    ],
+    "multi_processing, 2 workers": [
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ],
 }
 
 
@@ -80,17 +84,28 @@ def plain_loop(images: str, output: str, num_shards: int = DEFAULT_NUM_SHARDS) -
     shards = collections.defaultdict(list)
     for sha256, (path, label, data, (height, width, channels)) in records.items():
         example = examples.make_example(
-            image=data, image_format="png", height=height, width=width,
-            channels=channels, label=label,
-            label_ids=examples.encode_label(label, vocab), sha256=sha256, source=path, span=0)
+            image=data,
+            image_format="png",
+            height=height,
+            width=width,
+            channels=channels,
+            label=label,
+            label_ids=examples.encode_label(label, vocab),
+            sha256=sha256,
+            source=path,
+            span=0,
+        )
         split = examples.split_for(sha256)
         shards[split, int(sha256[8:16], 16) % num_shards].append(
-            (sha256, example.SerializeToString()))
+            (sha256, example.SerializeToString())
+        )
     for split in examples.SPLITS:
         os.makedirs(examples.split_dir(output, split))
         for shard in range(num_shards):
-            write_shard(shard_path(output, split, shard, num_shards),
-                        (data for _, data in sorted(shards[split, shard])))
+            write_shard(
+                shard_path(output, split, shard, num_shards),
+                (data for _, data in sorted(shards[split, shard])),
+            )
     return len(records)
 
 
@@ -125,8 +140,12 @@ def synth_rates(work: str, count: int) -> list[tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 50_000])
-    parser.add_argument("--synth-count", type=int, default=2000,
-                        help="also time `synth` on this many images (0: skip)")
+    parser.add_argument(
+        "--synth-count",
+        type=int,
+        default=2000,
+        help="also time `synth` on this many images (0: skip)",
+    )
     parser.add_argument("--work", default="/tmp/captcha-bench")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args()
@@ -171,8 +190,10 @@ def main() -> None:
     print("\n| images | how | seconds | images/s | x plain loop |")
     print("|---:|---|---:|---:|---:|")
     for size, how, seconds, loop_seconds in rows:
-        print(f"| {size:,} | {how} | {seconds:.1f} | {size / seconds:,.0f} | "
-              f"{seconds / loop_seconds:.2f} |")
+        print(
+            f"| {size:,} | {how} | {seconds:.1f} | {size / seconds:,.0f} | "
+            f"{seconds / loop_seconds:.2f} |"
+        )
 
 
 if __name__ == "__main__":

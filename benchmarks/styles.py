@@ -77,20 +77,25 @@ def write_labels_csv(path: pathlib.Path, labels: dict[pathlib.Path, str]) -> Non
         writer.writerows((file.name, label) for file, label in sorted(labels.items()))
 
 
-def prepare_style(name: str, seed: int, train_count: int, held_out_count: int,
-                  row_dir: pathlib.Path) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
+def prepare_style(
+    name: str, seed: int, train_count: int, held_out_count: int, row_dir: pathlib.Path
+) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
     """(training images folder, {held-out file: label}) of a style, freshly generated."""
     train_dir, held_out_dir = row_dir / "train", row_dir / "held-out"
-    generate(str(train_dir), SynthConfig(count=train_count, seed=seed, style=name),
-             show_progress=False)
-    held_out = generate(str(held_out_dir), SynthConfig(count=held_out_count,
-                                                       seed=HELD_OUT_SEED + seed, style=name),
-                        show_progress=False)
+    generate(
+        str(train_dir), SynthConfig(count=train_count, seed=seed, style=name), show_progress=False
+    )
+    held_out = generate(
+        str(held_out_dir),
+        SynthConfig(count=held_out_count, seed=HELD_OUT_SEED + seed, style=name),
+        show_progress=False,
+    )
     return train_dir, {pathlib.Path(path): label for path, label in held_out}
 
 
-def prepare_real(data: pathlib.Path, row_dir: pathlib.Path
-                 ) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
+def prepare_real(
+    data: pathlib.Path, row_dir: pathlib.Path
+) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
     """(training images folder, {held-out file: label}): 80 % linked to train on, 20 % held out."""
     train_files, held_out_files = split_files(data)
     train_dir = link_folder(row_dir / "train", train_files)
@@ -108,8 +113,12 @@ def run_accepts_seed() -> bool:
 
 def train_command(train_dir: pathlib.Path, seed: int | None) -> list[str]:
     """The user's command; `seed` is passed only when given (not 0, and `run` has --seed)."""
-    command = [str(pathlib.Path(sys.executable).parent / "captcha-ocr"), "run",
-               "--images", str(train_dir)]
+    command = [
+        str(pathlib.Path(sys.executable).parent / "captcha-ocr"),
+        "run",
+        "--images",
+        str(train_dir),
+    ]
     if (train_dir / LABELS_CSV).exists():
         command += ["--labels", str(train_dir / LABELS_CSV)]
     command += ["--profile", "full", "--no-tune"]
@@ -139,30 +148,38 @@ def read_held_out(export_dir: pathlib.Path, held_out: dict[pathlib.Path, str]) -
 
 
 def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True).stdout.strip()  # data drawn by it
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout.strip()  # data drawn by it
     row_dir = args.work / f"{kind}-{name}-seed{seed}"
     if row_dir.exists():
         shutil.rmtree(row_dir)  # a fresh folder per row
     row_dir.mkdir(parents=True)
     if kind == "style":
-        train_dir, held_out = prepare_style(name, seed, args.train_count, args.held_out_count,
-                                            row_dir)
+        train_dir, held_out = prepare_style(
+            name, seed, args.train_count, args.held_out_count, row_dir
+        )
     else:
         train_dir, held_out = prepare_real(args.data / name, row_dir)
     run_dir = row_dir / "run"
     run_dir.mkdir()
     command = train_command(train_dir, seed if seed and args.run_has_seed else None)
     started, load_before = time.gmtime(), os.getloadavg()
-    print(f"[{time.strftime('%H:%M:%S', started)} UTC] {kind} {name} seed {seed}: "
-          f"{' '.join(command[1:])} (load {load_before[0]:.1f})", flush=True)
+    print(
+        f"[{time.strftime('%H:%M:%S', started)} UTC] {kind} {name} seed {seed}: "
+        f"{' '.join(command[1:])} (load {load_before[0]:.1f})",
+        flush=True,
+    )
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     with open(row_dir / "run.log", "w") as log:
-        code = subprocess.call(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
-                               env=env)
+        code = subprocess.call(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
     root = run_dir / PIPELINE_ROOT
     result = {
-        "kind": kind, "name": name, "seed": seed, "command": command[1:], "exit_code": code,
+        "kind": kind,
+        "name": name,
+        "seed": seed,
+        "command": command[1:],
+        "exit_code": code,
         "commit": commit,
         "train_images": len(list(p for p in train_dir.iterdir() if p.name != LABELS_CSV)),
         "held_out_images": len(held_out),
@@ -179,7 +196,8 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
         result.update(
             train_minutes=round(steps["Trainer"]["seconds"] / 60, 2),
             run_minutes=round(sum(c["seconds"] for c in manifest["components"]) / 60, 2),
-            epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
+            epochs_run=summary["epochs_run"],
+            best_epoch=summary["best_epoch"],
             stopped_by_time_budget=summary.get("stopped_by_time_budget"),
             reading_began=reading_began(root / "Trainer" / "span-0" / "history.csv"),
             eval_accuracy=manifest["metrics"]["accuracy"],
@@ -188,34 +206,47 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
     export = run_dir / EXPORT_DIR
     if export.is_dir() and any(p.name.isdigit() for p in export.iterdir()):  # a run that
         metrics = read_held_out(export, held_out)  # missed --min-accuracy pushes nothing
-        result.update(accuracy=metrics["accuracy"], cer=metrics["cer"],
-                      num_correct=metrics["num_correct"], num_invalid=metrics["num_invalid"])
+        result.update(
+            accuracy=metrics["accuracy"],
+            cer=metrics["cer"],
+            num_correct=metrics["num_correct"],
+            num_invalid=metrics["num_invalid"],
+        )
     return result
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| data | seed | train / held out | held-out accuracy | CER | reading began "
-             "(epoch) | epochs (best) | train min | run's eval acc. | load before-after |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | seed | train / held out | held-out accuracy | CER | reading began "
+        "(epoch) | epochs (best) | train min | run's eval acc. | load before-after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        accuracy = (f"{r['accuracy']:.2%} ({r['num_correct']}/{r['held_out_images']})"
-                    if "accuracy" in r else f"no export (exit {r['exit_code']})")
+        accuracy = (
+            f"{r['accuracy']:.2%} ({r['num_correct']}/{r['held_out_images']})"
+            if "accuracy" in r
+            else f"no export (exit {r['exit_code']})"
+        )
         cer = f"{r['cer']:.4f}" if "cer" in r else ""
         began = r.get("reading_began") or "never"
         epochs = f"{r.get('epochs_run', '')} ({r.get('best_epoch', '')})"
         eval_accuracy = f"{r['eval_accuracy']:.2%}" if r.get("eval_accuracy") is not None else ""
         load = f"{r['load_average_before'][0]:.1f}-{r['load_average_after'][0]:.1f}"
-        lines.append(f"| {r['kind']} `{r['name']}` | {r['seed']} | {r['train_images']} / "
-                     f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
-                     f"{r.get('train_minutes', '')} | {eval_accuracy} | {load} |")
+        lines.append(
+            f"| {r['kind']} `{r['name']}` | {r['seed']} | {r['train_images']} / "
+            f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
+            f"{r.get('train_minutes', '')} | {eval_accuracy} | {load} |"
+        )
     groups: dict[str, list[float]] = {}
     for r in results:
         groups.setdefault(f"{r['kind']} `{r['name']}`", []).append(r.get("accuracy", 0.0))
     for group, accuracies in groups.items():
         if len(accuracies) > 1:
-            lines.append(f"| **{group} mean** ({len(accuracies)} seeds) | | | "
-                         f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
-                         "| | | | | | |")
+            lines.append(
+                f"| **{group} mean** ({len(accuracies)} seeds) | | | "
+                f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
+                "| | | | | | |"
+            )
     return "\n".join(lines)
 
 
@@ -230,17 +261,26 @@ def names(text: str, known: tuple[str, ...], parser: argparse.ArgumentParser) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--styles", default="all", help="comma-separated styles, all or none")
-    parser.add_argument("--real", default="all",
-                        help=f"comma-separated real sets ({', '.join(REAL_SETS)}), all or none")
+    parser.add_argument(
+        "--real",
+        default="all",
+        help=f"comma-separated real sets ({', '.join(REAL_SETS)}), all or none",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--train-count", type=int, default=3000)
     parser.add_argument("--held-out-count", type=int, default=500)
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-styles"))
-    parser.add_argument("--report", action="store_true",
-                        help="print the table of every row in <work>/results.jsonl and stop")
-    parser.add_argument("--sheet", type=pathlib.Path,
-                        help="write the contact sheet of every style to this PNG and stop")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the table of every row in <work>/results.jsonl and stop",
+    )
+    parser.add_argument(
+        "--sheet",
+        type=pathlib.Path,
+        help="write the contact sheet of every style to this PNG and stop",
+    )
     args = parser.parse_args()
     if args.sheet:
         styles.contact_sheet().quantize(256).save(args.sheet, optimize=True)
@@ -259,8 +299,10 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.run_has_seed = run_accepts_seed()
     if real and any(seeds) and not args.run_has_seed:
-        parser.error("`captcha-ocr run` has no --seed flag yet: a real set's seeds other than "
-                     "0 would repeat seed 0")
+        parser.error(
+            "`captcha-ocr run` has no --seed flag yet: a real set's seeds other than "
+            "0 would repeat seed 0"
+        )
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for kind, name in rows:

@@ -51,12 +51,16 @@ def synthesize(folder: pathlib.Path, count: int, seed: int) -> pathlib.Path:
     return folder
 
 
-def accuracy_along_the_way(model_dir: pathlib.Path, train_minutes: float) -> list[tuple[float, float]]:
+def accuracy_along_the_way(
+    model_dir: pathlib.Path, train_minutes: float
+) -> list[tuple[float, float]]:
     """(minutes into training, validation accuracy) per epoch; epochs are taken as equally long."""
     with open(model_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    return [((i + 1) * train_minutes / len(rows), float(row["val_sequence_accuracy"]))
-            for i, row in enumerate(rows)]
+    return [
+        ((i + 1) * train_minutes / len(rows), float(row["val_sequence_accuracy"]))
+        for i, row in enumerate(rows)
+    ]
 
 
 def main() -> int:
@@ -67,10 +71,18 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time budget")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                        help="the `full` profile's augmentation (default off)")
-    parser.add_argument("--dropout", type=float, default=0.1,
-                        help="dropout of the dense layer and the LSTM input (`full`: 0.2 / 0.25)")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the `full` profile's augmentation (default off)",
+    )
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=0.1,
+        help="dropout of the dense layer and the LSTM input (`full`: 0.2 / 0.25)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -80,10 +92,18 @@ def main() -> int:
         args.work,
     )
     profile = PROFILES["full"]
-    model_config = dataclasses.replace(profile.model, dropout=args.dropout, lstm_dropout=args.dropout)
+    model_config = dataclasses.replace(
+        profile.model, dropout=args.dropout, lstm_dropout=args.dropout
+    )
     train_config = profile.train.replace(
-        epochs=10_000, lr_schedule="hold-cosine", decay_epochs=None, warmup_epochs=1,
-        max_minutes=args.minutes, batch_size=args.batch_size, seed=args.seed, verbose=2,
+        epochs=10_000,
+        lr_schedule="hold-cosine",
+        decay_epochs=None,
+        warmup_epochs=1,
+        max_minutes=args.minutes,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        verbose=2,
         augment=profile.train.augment if args.augment else NO_AUGMENTATION,
     )
     recipe = f"{'aug' if args.augment else 'noaug'}-dropout{args.dropout:g}"
@@ -92,24 +112,38 @@ def main() -> int:
     summary = run_train(train_dir, str(model_dir), model_config, train_config)
     train_minutes = (time.perf_counter() - start) / 60
     metrics = run_evaluate(str(model_dir), held_out_dir, str(args.work / f"{model_dir.name}-eval"))
-    result = {"train_images": args.train_count, "held_out": metrics["num_examples"],
-              "minutes_budget": args.minutes, "train_minutes": round(train_minutes, 2),
-              "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-              "accuracy": metrics["accuracy"], "cer": metrics["cer"], "seed": args.seed,
-              "augment": args.augment, "dropout": args.dropout}
+    result = {
+        "train_images": args.train_count,
+        "held_out": metrics["num_examples"],
+        "minutes_budget": args.minutes,
+        "train_minutes": round(train_minutes, 2),
+        "epochs_run": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "accuracy": metrics["accuracy"],
+        "cer": metrics["cer"],
+        "seed": args.seed,
+        "augment": args.augment,
+        "dropout": args.dropout,
+    }
     with open(args.work / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
 
-    print(f"\n{args.train_count:,} training captchas (seed {TRAIN_SEED}), "
-          f"{metrics['num_examples']:,} held out (seed {HELD_OUT_SEED}), `full` model, "
-          f"{args.minutes:g}-minute budget, training seed {args.seed}, "
-          f"augmentation {'on' if args.augment else 'off'}, dropout {args.dropout:g}\n")
+    print(
+        f"\n{args.train_count:,} training captchas (seed {TRAIN_SEED}), "
+        f"{metrics['num_examples']:,} held out (seed {HELD_OUT_SEED}), `full` model, "
+        f"{args.minutes:g}-minute budget, training seed {args.seed}, "
+        f"augmentation {'on' if args.augment else 'off'}, dropout {args.dropout:g}\n"
+    )
     print("| minutes of training | epochs | validation accuracy |\n|---:|---:|---:|")
-    for epoch, (minutes, accuracy) in enumerate(accuracy_along_the_way(model_dir, train_minutes), 1):
+    for epoch, (minutes, accuracy) in enumerate(
+        accuracy_along_the_way(model_dir, train_minutes), 1
+    ):
         print(f"| {minutes:.1f} | {epoch} | {accuracy:.2%} |")
-    print(f"\nheld-out accuracy {metrics['accuracy']:.2%}, CER {metrics['cer']:.4f}, "
-          f"{summary['epochs_run']} epochs (best {summary['best_epoch']}) in {train_minutes:.1f} min "
-          f"(target: >= 99 % within 60 minutes)")
+    print(
+        f"\nheld-out accuracy {metrics['accuracy']:.2%}, CER {metrics['cer']:.4f}, "
+        f"{summary['epochs_run']} epochs (best {summary['best_epoch']}) in {train_minutes:.1f} min "
+        f"(target: >= 99 % within 60 minutes)"
+    )
     return 0
 
 

@@ -37,8 +37,14 @@ from components.tuner import TuneConfig, run_tune  # noqa: E402
 from pipeline.configs import PROFILES  # noqa: E402
 
 
-def train_and_evaluate(name: str, model_config: ModelConfig, train_config: TrainConfig,
-                       train_dir: str, held_out_dir: str, work: pathlib.Path) -> dict:
+def train_and_evaluate(
+    name: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_dir: str,
+    held_out_dir: str,
+    work: pathlib.Path,
+) -> dict:
     """Train with the trainer, then read the held-out captchas with the model's own metrics."""
     model_dir = work / "models" / name
     start = time.perf_counter()
@@ -46,13 +52,19 @@ def train_and_evaluate(name: str, model_config: ModelConfig, train_config: Train
     train_minutes = (time.perf_counter() - start) / 60
     model, _, trained_config = load_trained(str(model_dir))
     held_out = make_dataset(
-        held_out_dir, examples.EVAL, geometry=trained_config.geometry,
-        max_label_length=summary["max_label_length"], batch_size=64,
+        held_out_dir,
+        examples.EVAL,
+        geometry=trained_config.geometry,
+        max_label_length=summary["max_label_length"],
+        batch_size=64,
     )
     metrics = model.evaluate(held_out, return_dict=True, verbose=0)
     return {
-        "recipe": name, "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-        "accuracy": metrics["sequence_accuracy"], "cer": metrics["cer"],
+        "recipe": name,
+        "epochs_run": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "accuracy": metrics["sequence_accuracy"],
+        "cer": metrics["cer"],
         "num_examples": sum(1 for _ in held_out.unbatch()),
         "train_minutes": round(train_minutes, 2),
         "stopped_by_time_budget": summary["stopped_by_time_budget"],
@@ -61,9 +73,11 @@ def train_and_evaluate(name: str, model_config: ModelConfig, train_config: Train
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | conv filters | BN | dense | LSTM units | dropout | LR | epochs (best) "
-             "| held-out accuracy | CER | train wall min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | conv filters | BN | dense | LSTM units | dropout | LR | epochs (best) "
+        "| held-out accuracy | CER | train wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         m = r["model_config"]
         lines.append(
@@ -79,22 +93,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=pathlib.Path, default=accuracy.DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-tune"))
-    parser.add_argument("--examples-work", type=pathlib.Path,
-                        default=pathlib.Path("/tmp/captcha-accuracy"),
-                        help="where benchmarks/accuracy.py ingests the split (reused if there)")
+    parser.add_argument(
+        "--examples-work",
+        type=pathlib.Path,
+        default=pathlib.Path("/tmp/captcha-accuracy"),
+        help="where benchmarks/accuracy.py ingests the split (reused if there)",
+    )
     parser.add_argument("--minutes", type=float, default=60.0, help="search time budget")
-    parser.add_argument("--search-until", default=None, metavar="HH:MM",
-                        help="end the search by this UTC time at the latest (shared machines: "
-                             "a budget that still fits once the benchmark lock is free)")
-    parser.add_argument("--algorithm", default="bayesian", choices=("hyperband", "bayesian", "random"))
+    parser.add_argument(
+        "--search-until",
+        default=None,
+        metavar="HH:MM",
+        help="end the search by this UTC time at the latest (shared machines: "
+        "a budget that still fits once the benchmark lock is free)",
+    )
+    parser.add_argument(
+        "--algorithm", default="bayesian", choices=("hyperband", "bayesian", "random")
+    )
     parser.add_argument("--max-trials", type=int, default=None)
     parser.add_argument("--max-epochs", type=int, default=25, help="per trial")
     parser.add_argument("--patience", type=int, default=6, help="early stopping inside a trial")
-    parser.add_argument("--train-minutes", type=float, default=PROFILES["full"].train.max_minutes,
-                        help="time cap of each final training (default: the full profile's)")
-    parser.add_argument("--train-epochs", type=int, default=None,
-                        help="max epochs of each final training (default: the full profile's); "
-                             "its cosine schedule spans them")
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=PROFILES["full"].train.max_minutes,
+        help="time cap of each final training (default: the full profile's)",
+    )
+    parser.add_argument(
+        "--train-epochs",
+        type=int,
+        default=None,
+        help="max epochs of each final training (default: the full profile's); "
+        "its cosine schedule spans them",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="start the search again")
     args = parser.parse_args()
@@ -113,25 +144,45 @@ def main() -> int:
         if minutes <= 1:
             parser.error(f"--search-until {args.search_until} leaves no time to search")
     full = PROFILES["full"]
-    config = TuneConfig(algorithm=args.algorithm, max_trials=args.max_trials,
-                        max_epochs=args.max_epochs, time_budget_minutes=minutes,
-                        patience=args.patience, seed=args.seed, overwrite=args.overwrite,
-                        batch_size=full.train.batch_size, verbose=2)
+    config = TuneConfig(
+        algorithm=args.algorithm,
+        max_trials=args.max_trials,
+        max_epochs=args.max_epochs,
+        time_budget_minutes=minutes,
+        patience=args.patience,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        batch_size=full.train.batch_size,
+        verbose=2,
+    )
     start = time.perf_counter()
     search = run_tune(train_dir, str(args.work / "tuner"), config, full.model)
     search_minutes = (time.perf_counter() - start) / 60
     if search.get("best_hyperparameters") is None:
         raise RuntimeError(f"no trial completed within {minutes:.1f} minutes")
     best = ModelConfig.from_dict(search["best_hyperparameters"])
-    recipe = full.train.replace(max_minutes=args.train_minutes, seed=args.seed, verbose=2,
-                                **({"epochs": args.train_epochs} if args.train_epochs else {}))
+    recipe = full.train.replace(
+        max_minutes=args.train_minutes,
+        seed=args.seed,
+        verbose=2,
+        **({"epochs": args.train_epochs} if args.train_epochs else {}),
+    )
     results = [
         train_and_evaluate(name, model_config, recipe, train_dir, held_out_dir, args.work)
         for name, model_config in (("tuned", best), ("full-defaults", full.model))
     ]
     report = {
-        "search": {k: search[k] for k in ("num_trials", "trial_statuses", "best_trial_id",
-                                          "best_score", "best_metrics", "stopped_by_time_budget")},
+        "search": {
+            k: search[k]
+            for k in (
+                "num_trials",
+                "trial_statuses",
+                "best_trial_id",
+                "best_score",
+                "best_metrics",
+                "stopped_by_time_budget",
+            )
+        },
         "search_settings": {**vars(args), "tune_config": config.to_dict()},
         "search_budget_minutes": round(minutes, 1),
         "search_minutes": round(search_minutes, 1),
@@ -141,8 +192,10 @@ def main() -> int:
     }
     (args.work / "tune_results.json").write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps(report["search"], indent=2))
-    print(f"search: {search['num_trials']} trials in {search_minutes:.1f} min "
-          f"({args.algorithm}, max {args.max_epochs} epochs per trial)")
+    print(
+        f"search: {search['num_trials']} trials in {search_minutes:.1f} min "
+        f"({args.algorithm}, max {args.max_epochs} epochs per trial)"
+    )
     print(table(results))
     return 0
 

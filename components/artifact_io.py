@@ -49,8 +49,9 @@ def write_file(path: str, data: str | bytes) -> None:
     write_with(path, write)
 
 
-def write_json(path: str, value: Any, *, default: Callable[[Any], Any] | None = None,
-               sort_keys: bool = False) -> None:
+def write_json(
+    path: str, value: Any, *, default: Callable[[Any], Any] | None = None, sort_keys: bool = False
+) -> None:
     """`value` as indented JSON into `path`, atomically."""
     write_file(path, json.dumps(value, indent=2, sort_keys=sort_keys, default=default) + "\n")
 

@@ -57,9 +57,7 @@ def read_subset(
     if subset not in ("fit", "validation"):
         raise ValueError(f"subset is all, fit or validation, got {subset!r}")
     want_validation = subset == "validation"
-    return ds.filter(
-        lambda ex: in_validation_holdout(ex, validation_percent) == want_validation
-    )
+    return ds.filter(lambda ex: in_validation_holdout(ex, validation_percent) == want_validation)
 
 
 def make_dataset(
@@ -109,10 +107,16 @@ def fit_and_validation(
 
     def dataset(subset: str, training: bool) -> tf.data.Dataset:
         return make_dataset(
-            examples_dirs, examples.TRAIN,
+            examples_dirs,
+            examples.TRAIN,
             geometry=geometry,
-            max_label_length=max_label_length, batch_size=batch_size, training=training,
-            augment=augment, seed=seed, validation_percent=validation_percent, subset=subset,
+            max_label_length=max_label_length,
+            batch_size=batch_size,
+            training=training,
+            augment=augment,
+            seed=seed,
+            validation_percent=validation_percent,
+            subset=subset,
         )
 
     counts = {

@@ -40,8 +40,9 @@ class DownloadConfig:
     dest: str = setting(DEFAULT_DEST, "folder for the PNGs")
     expected_count: int = setting(EXPECTED_COUNT, "number of PNGs the zip must hold")
     label_length: int = setting(LABEL_LENGTH, "characters in each file name's label")
-    expected_sha256: str | None = setting(None, "refuse a zip with another SHA-256",
-                                          flag="--sha256")
+    expected_sha256: str | None = setting(
+        None, "refuse a zip with another SHA-256", flag="--sha256"
+    )
     timeout_seconds: float = 60.0
 
 
@@ -66,22 +67,26 @@ def download(config: DownloadConfig, show_progress: bool = True) -> DownloadResu
     if existing is not None:
         return existing
     if os.path.exists(dest):
-        raise DownloadError(f"{dest} exists but has no {manifest_path(dest)}: it is not a "
-                            "finished download; move it away and retry")
+        raise DownloadError(
+            f"{dest} exists but has no {manifest_path(dest)}: it is not a "
+            "finished download; move it away and retry"
+        )
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent, prefix=f".{os.path.basename(dest)}.") as tmp:
         zip_path = os.path.join(tmp, "download.zip")
         sha256, size = fetch(config.url, zip_path, config.timeout_seconds, show_progress)
         if config.expected_sha256 and sha256 != config.expected_sha256.lower():
-            raise DownloadError(f"SHA-256 of {config.url} is {sha256}, expected "
-                                f"{config.expected_sha256}")
+            raise DownloadError(
+                f"SHA-256 of {config.url} is {sha256}, expected {config.expected_sha256}"
+            )
         extracted = os.path.join(tmp, "extracted")
         count = extract_images(zip_path, extracted)
         verify_images(extracted, config.expected_count, config.label_length)
         os.rename(extracted, dest)
-    result = DownloadResult(dest=dest, url=config.url, sha256=sha256, zip_bytes=size,
-                            num_images=count, downloaded=True)
+    result = DownloadResult(
+        dest=dest, url=config.url, sha256=sha256, zip_bytes=size, num_images=count, downloaded=True
+    )
     artifact_io.write_json(manifest_path(dest), asdict(result) | {"downloaded": False})
     return result
 
@@ -93,8 +98,9 @@ def _existing(dest: str) -> DownloadResult | None:
     with open(path) as f:
         result = DownloadResult(**json.load(f))
     if not os.path.isdir(dest):
-        raise DownloadError(f"{path} describes a download, but {dest} is missing: delete "
-                            f"{path} and retry")
+        raise DownloadError(
+            f"{path} describes a download, but {dest} is missing: delete {path} and retry"
+        )
     return result
 
 
@@ -152,8 +158,12 @@ def extract_images(zip_path: str, out_dir: str) -> int:
         count = 0
         for member, name in zip(members, names, strict=True):
             base = posixpath.basename(name)
-            skip = (member.is_dir() or name.startswith("__MACOSX/") or base.startswith(".")
-                    or not base.lower().endswith(".png"))
+            skip = (
+                member.is_dir()
+                or name.startswith("__MACOSX/")
+                or base.startswith(".")
+                or not base.lower().endswith(".png")
+            )
             if skip:
                 continue
             target = os.path.join(out_dir, base)

@@ -117,14 +117,19 @@ def predict_split(
 ) -> dict[str, Any]:
     """Model readings of every example of a split, with the images (for the pictures)."""
     model, vocab, config = load_trained(model_dir)
-    ds = read_split(examples_dirs, split).map(
-        lambda ex: (
-            preprocess_image(ex["image"], config.geometry),
-            ex["label"],
-            ex["source"],
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = (
+        read_split(examples_dirs, split)
+        .map(
+            lambda ex: (
+                preprocess_image(ex["image"], config.geometry),
+                ex["label"],
+                ex["source"],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     images, labels, sources, texts, confidences = [], [], [], [], []
     for image_batch, label_batch, source_batch in ds:
         text, confidence = decode_logits(model(image_batch, training=False), vocab)
@@ -156,8 +161,10 @@ def _train_grid(examples_dirs: str | list[str], geometry: Geometry, path: str) -
     """Training images as the model sees them; skipped (logged) when there are none."""
     try:
         ds = read_split(examples_dirs, examples.TRAIN).take(GRID_SIZE)
-        pairs = [(preprocess_image(ex["image"], geometry).numpy(),
-                  ex["label"].numpy().decode()) for ex in ds]
+        pairs = [
+            (preprocess_image(ex["image"], geometry).numpy(), ex["label"].numpy().decode())
+            for ex in ds
+        ]
     except FileNotFoundError:
         pairs = []
     if not pairs:
@@ -168,20 +175,35 @@ def _train_grid(examples_dirs: str | list[str], geometry: Geometry, path: str) -
 
 def _predictions_grid(readings: dict[str, Any], path: str) -> None:
     """Errors first (red, `label -> prediction`), then correct readings, GRID_SIZE in all."""
-    wrong = [i for i, (t, p) in enumerate(zip(readings["labels"], readings["predictions"], strict=False)) if t != p]
-    right = [i for i, (t, p) in enumerate(zip(readings["labels"], readings["predictions"], strict=False)) if t == p]
+    wrong = [
+        i
+        for i, (t, p) in enumerate(zip(readings["labels"], readings["predictions"], strict=False))
+        if t != p
+    ]
+    right = [
+        i
+        for i, (t, p) in enumerate(zip(readings["labels"], readings["predictions"], strict=False))
+        if t == p
+    ]
     shown = (wrong + right)[:GRID_SIZE]
     titles, colors = [], []
     for i in shown:
-        truth, prediction, confidence = (readings[k][i] for k in ("labels", "predictions", "confidences"))
+        truth, prediction, confidence = (
+            readings[k][i] for k in ("labels", "predictions", "confidences")
+        )
         if truth == prediction:
             titles.append(f"{prediction} ({confidence:.2f})")
             colors.append(OK_COLOR)
         else:
             titles.append(f"{truth} -> {prediction or '(nothing)'} ({confidence:.2f})")
             colors.append(ERROR_COLOR)
-    image_grid([readings["images"][i] for i in shown], titles, path,
-               colors=colors, suptitle=f"eval predictions: {len(wrong)} errors in red")
+    image_grid(
+        [readings["images"][i] for i in shown],
+        titles,
+        path,
+        colors=colors,
+        suptitle=f"eval predictions: {len(wrong)} errors in red",
+    )
 
 
 def run_evaluate(
@@ -212,7 +234,9 @@ def run_evaluate(
             ["source", "label", "prediction", "confidence", "edit_distance"],
             [
                 (s, t, p, f"{c:.4f}", edit_distance(t, p))
-                for s, t, p, c in zip(readings["sources"], labels, predictions, readings["confidences"], strict=False)
+                for s, t, p, c in zip(
+                    readings["sources"], labels, predictions, readings["confidences"], strict=False
+                )
                 if t != p
             ],
         )
@@ -227,6 +251,12 @@ def run_evaluate(
         if tf.io.gfile.exists(history):
             training_curves(history, posixpath.join(out, CURVES_FILE))
         artifact_io.write_json(posixpath.join(out, METRICS_FILE), metrics)
-    log.info("%s: accuracy %.4f, CER %.4f on %d %s examples", model_dir, metrics["accuracy"],
-             metrics["cer"], metrics["num_examples"], split)
+    log.info(
+        "%s: accuracy %.4f, CER %.4f on %d %s examples",
+        model_dir,
+        metrics["accuracy"],
+        metrics["cer"],
+        metrics["num_examples"],
+        split,
+    )
     return metrics

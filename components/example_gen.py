@@ -79,20 +79,30 @@ PIPELINE_FOLDER = "ExampleGen"
 @dataclass(frozen=True)
 class IngestConfig:
     labels_csv: str | None = setting(
-        None, "CSV with header filename,label (names relative to the CSV's folder)",
-        flag="--labels", metavar="CSV", shown_default="labels from the file names")
+        None,
+        "CSV with header filename,label (names relative to the CSV's folder)",
+        flag="--labels",
+        metavar="CSV",
+        shown_default="labels from the file names",
+    )
     label_pattern: str = setting(
-        DEFAULT_LABEL_PATTERN, "regex on the file name stem; its group `label` (or the whole "
-        "match) is the label: 226md.png -> 226md, ab12_17.png -> ab12")
+        DEFAULT_LABEL_PATTERN,
+        "regex on the file name stem; its group `label` (or the whole "
+        "match) is the label: 226md.png -> 226md, ab12_17.png -> ab12",
+    )
     alphabet: str | None = setting(
-        None, "allowed characters; labels with others are rejected", shown_default="any")
+        None, "allowed characters; labels with others are rejected", shown_default="any"
+    )
     vocab_path: str | None = setting(
-        None, "use this vocab.txt (retraining): characters outside it are rejected",
-        flag="--vocab", metavar="VOCAB_TXT")
-    max_label_length: int | None = setting(None, "reject longer labels",
-                                           shown_default="no limit")
-    eval_percent: int = setting(examples.DEFAULT_EVAL_PERCENT,
-                                "share of images (by SHA-256) in the eval split")
+        None,
+        "use this vocab.txt (retraining): characters outside it are rejected",
+        flag="--vocab",
+        metavar="VOCAB_TXT",
+    )
+    max_label_length: int | None = setting(None, "reject longer labels", shown_default="no limit")
+    eval_percent: int = setting(
+        examples.DEFAULT_EVAL_PERCENT, "share of images (by SHA-256) in the eval split"
+    )
     num_shards: int = setting(DEFAULT_NUM_SHARDS, "TFRecord shards per split")
     span: int = setting(0, "ingestion batch number (0 first, then 1, 2, ... per retraining)")
     # ExampleGen outputs of earlier spans: an image already there is a duplicate.
@@ -150,8 +160,9 @@ def earlier_copy(record: bytes) -> tuple[str, EarlierCopy]:
     def text(name: str) -> str:
         return feature[name].bytes_list.value[0].decode("utf-8")
 
-    return text("sha256"), EarlierCopy(feature["span"].int64_list.value[0], text("source"),
-                                       text("label"))
+    return text("sha256"), EarlierCopy(
+        feature["span"].int64_list.value[0], text("source"), text("label")
+    )
 
 
 def _rejection(source: str, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -170,8 +181,13 @@ class InspectImage(beam.DoFn):
 
     REJECTED = "rejected"
 
-    def __init__(self, plan_labels: dict[str, str] | None, config: IngestConfig,
-                 vocab: list[str] | None, withheld: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        plan_labels: dict[str, str] | None,
+        config: IngestConfig,
+        vocab: list[str] | None,
+        withheld: dict[str, tuple[str, str]],
+    ) -> None:
         self._labels = plan_labels
         self._withheld = withheld
         self._pattern = config.label_pattern
@@ -193,8 +209,11 @@ class InspectImage(beam.DoFn):
 
     def _label_problem(self, label: str) -> tuple[str, str] | None:
         if not label:
-            where = "no row in the labels CSV" if self._labels is not None else (
-                f"file name does not match label pattern {self._pattern!r}")
+            where = (
+                "no row in the labels CSV"
+                if self._labels is not None
+                else (f"file name does not match label pattern {self._pattern!r}")
+            )
             return EMPTY_LABEL, where
         if self._allowed is not None and (bad := sorted(set(label) - self._allowed)):
             return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the alphabet"
@@ -216,45 +235,74 @@ class InspectImage(beam.DoFn):
             with FileSystems.open(source, compression_type="uncompressed") as f:
                 data = f.read()
         except Exception as e:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNREADABLE, f"{type(e).__name__}: {e}", label=label))
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED,
+                _rejection(source, UNREADABLE, f"{type(e).__name__}: {e}", label=label),
+            )
             return
         if not data:
             yield beam.pvalue.TaggedOutput(
-                self.REJECTED, _rejection(source, EMPTY_FILE, "0 bytes", label=label))
+                self.REJECTED, _rejection(source, EMPTY_FILE, "0 bytes", label=label)
+            )
             return
         sha256 = examples.sha256_hex(data)
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, NOT_AN_IMAGE, "not a format PIL can identify", label=label,
-                sha256=sha256))
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED,
+                _rejection(
+                    source,
+                    NOT_AN_IMAGE,
+                    "not a format PIL can identify",
+                    label=label,
+                    sha256=sha256,
+                ),
+            )
             return
         image_format = SUPPORTED_FORMATS.get(image.format or "")
         if image_format is None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNSUPPORTED_FORMAT, f"{image.format}: only PNG and JPEG are served",
-                label=label, sha256=sha256))
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED,
+                _rejection(
+                    source,
+                    UNSUPPORTED_FORMAT,
+                    f"{image.format}: only PNG and JPEG are served",
+                    label=label,
+                    sha256=sha256,
+                ),
+            )
             return
         try:
             image.load()  # a full decode: catches truncated and corrupt files
         except Exception as e:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, UNREADABLE, f"{image_format} does not decode: {e}", label=label,
-                sha256=sha256))
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED,
+                _rejection(
+                    source,
+                    UNREADABLE,
+                    f"{image_format} does not decode: {e}",
+                    label=label,
+                    sha256=sha256,
+                ),
+            )
             return
         problem = self._label_problem(label)
         if problem is not None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(
-                source, problem[0], problem[1], label=label, sha256=sha256))
+            yield beam.pvalue.TaggedOutput(
+                self.REJECTED,
+                _rejection(source, problem[0], problem[1], label=label, sha256=sha256),
+            )
             return
-        yield Inspected(sha256, source, label, data, image_format, image.height, image.width,
-                        _channels(image))
+        yield Inspected(
+            sha256, source, label, data, image_format, image.height, image.width, _channels(image)
+        )
 
 
-def resolve_duplicates(records: Iterable[Inspected], earlier: EarlierCopy | None = None,
-                       ) -> tuple[Inspected | None, list[dict[str, Any]]]:
+def resolve_duplicates(
+    records: Iterable[Inspected],
+    earlier: EarlierCopy | None = None,
+) -> tuple[Inspected | None, list[dict[str, Any]]]:
     """Records of one SHA-256 (and its earlier span's copy) -> (the one to write or None, rejected).
 
     Already in an earlier span: reject all, naming it. Same bytes and label: keep the smallest
@@ -267,21 +315,35 @@ def resolve_duplicates(records: Iterable[Inspected], earlier: EarlierCopy | None
     labels = sorted({r.label for r in records})
     if len(labels) > 1:
         detail = "same image bytes with labels " + ", ".join(
-            f"{r.label!r} ({r.source})" for r in records)
-        return None, [_rejection(r.source, CONFLICTING_LABELS, detail, label=r.label,
-                                 sha256=r.sha256) for r in records]
+            f"{r.label!r} ({r.source})" for r in records
+        )
+        return None, [
+            _rejection(r.source, CONFLICTING_LABELS, detail, label=r.label, sha256=r.sha256)
+            for r in records
+        ]
     keep, *duplicates = records
-    return keep, [_rejection(r.source, DUPLICATE, f"duplicate of {keep.source}", label=r.label,
-                             sha256=r.sha256) for r in duplicates]
+    return keep, [
+        _rejection(
+            r.source, DUPLICATE, f"duplicate of {keep.source}", label=r.label, sha256=r.sha256
+        )
+        for r in duplicates
+    ]
 
 
 def _earlier_rejection(r: Inspected, earlier: EarlierCopy) -> dict[str, Any]:
     detail = f"already in span {earlier.span} as {earlier.source}"
     if r.label == earlier.label:
-        return _rejection(r.source, DUPLICATE, detail, label=r.label, sha256=r.sha256,
-                          earlier_span=earlier.span)
-    return _rejection(r.source, CONFLICTING_LABELS, f"{detail}, labelled {earlier.label!r}",
-                      label=r.label, sha256=r.sha256, earlier_span=earlier.span)
+        return _rejection(
+            r.source, DUPLICATE, detail, label=r.label, sha256=r.sha256, earlier_span=earlier.span
+        )
+    return _rejection(
+        r.source,
+        CONFLICTING_LABELS,
+        f"{detail}, labelled {earlier.label!r}",
+        label=r.label,
+        sha256=r.sha256,
+        earlier_span=earlier.span,
+    )
 
 
 class ResolveDuplicates(beam.DoFn):
@@ -289,8 +351,9 @@ class ResolveDuplicates(beam.DoFn):
 
     REJECTED = "rejected"
 
-    def process(self, element: tuple[str, Iterable[Inspected]],
-                earlier: dict[str, EarlierCopy]) -> Iterator[Any]:
+    def process(
+        self, element: tuple[str, Iterable[Inspected]], earlier: dict[str, EarlierCopy]
+    ) -> Iterator[Any]:
         keep, rejected = resolve_duplicates(element[1], earlier.get(element[0]))
         if keep is not None:
             yield keep
@@ -305,9 +368,16 @@ class ExampleStats(beam.CombineFn):
         self._eval_percent = eval_percent
 
     def create_accumulator(self) -> dict[str, Any]:
-        return {"chars": collections.Counter(), "lengths": collections.Counter(),
-                "splits": collections.Counter(), "formats": collections.Counter(),
-                "channels": collections.Counter(), "heights": [], "widths": [], "aspects": []}
+        return {
+            "chars": collections.Counter(),
+            "lengths": collections.Counter(),
+            "splits": collections.Counter(),
+            "formats": collections.Counter(),
+            "channels": collections.Counter(),
+            "heights": [],
+            "widths": [],
+            "aspects": [],
+        }
 
     def add_input(self, acc: dict[str, Any], r: Inspected) -> dict[str, Any]:
         acc["chars"].update(r.label)
@@ -405,40 +475,65 @@ class WriteShard(beam.DoFn):
         self._num_shards = num_shards
         self._span = span
 
-    def process(self, element: tuple[tuple[str, int], Iterable[Inspected]], vocab: list[str],
-                earlier: dict[str, EarlierCopy]) -> Iterator[tuple[str, int]]:
+    def process(
+        self,
+        element: tuple[tuple[str, int], Iterable[Inspected]],
+        vocab: list[str],
+        earlier: dict[str, EarlierCopy],
+    ) -> Iterator[tuple[str, int]]:
         (split, shard), records = element
         by_sha256: dict[str, list[Inspected]] = collections.defaultdict(list)
         for r in records:
             by_sha256[r.sha256].append(r)
         path = shard_path(self._output_dir, split, shard, self._num_shards)
-        kept = (resolve_duplicates(by_sha256[sha256], earlier.get(sha256))[0]
-                for sha256 in sorted(by_sha256))
+        kept = (
+            resolve_duplicates(by_sha256[sha256], earlier.get(sha256))[0]
+            for sha256 in sorted(by_sha256)
+        )
         yield split, write_shard(path, (self._encode(r, vocab) for r in kept if r is not None))
 
     def _encode(self, r: Inspected, vocab: list[str]) -> bytes:
         return examples.make_example(
-            image=r.image, image_format=r.image_format, height=r.height, width=r.width,
-            channels=r.channels, label=r.label, label_ids=examples.encode_label(r.label, vocab),
-            sha256=r.sha256, source=r.source, span=self._span,
+            image=r.image,
+            image_format=r.image_format,
+            height=r.height,
+            width=r.width,
+            channels=r.channels,
+            label=r.label,
+            label_ids=examples.encode_label(r.label, vocab),
+            sha256=r.sha256,
+            source=r.source,
+            span=self._span,
         ).SerializeToString()
 
 
-def _write_summary(stats: dict[str, Any], output_dir: str, vocab: list[str],
-                   written: dict[str, int], rejected: list[dict[str, Any]]) -> None:
+def _write_summary(
+    stats: dict[str, Any],
+    output_dir: str,
+    vocab: list[str],
+    written: dict[str, int],
+    rejected: list[dict[str, Any]],
+) -> None:
     """The job's last step: rejected.jsonl and the counts the driver checks."""
     rejected = sorted(rejected, key=lambda r: (r["source"], r["reason"]))
-    _write_text(posixpath.join(output_dir, examples.REJECTED_FILE),
-                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected))
-    summary = {**stats, "vocab": vocab, "written": dict(sorted(written.items())),
-               "rejected_reasons": dict(sorted(collections.Counter(
-                   r["reason"] for r in rejected).items())),
-               "num_rejected": len(rejected)}
+    _write_text(
+        posixpath.join(output_dir, examples.REJECTED_FILE),
+        "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejected),
+    )
+    summary = {
+        **stats,
+        "vocab": vocab,
+        "written": dict(sorted(written.items())),
+        "rejected_reasons": dict(
+            sorted(collections.Counter(r["reason"] for r in rejected).items())
+        ),
+        "num_rejected": len(rejected),
+    }
     _write_text(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary))
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
@@ -446,17 +541,24 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
     config = plan.config
     inspected = (
         pipeline
-        | "ListInputs" >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
+        | "ListInputs"
+        >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
         | "Paths" >> beam.FlatMap(lambda batch: batch)
-        | "Inspect" >> beam.ParDo(InspectImage(plan.labels_by_source, config, plan.vocab,
-                                          plan.withheld))
-        .with_outputs(InspectImage.REJECTED, main="ok")
+        | "Inspect"
+        >> beam.ParDo(
+            InspectImage(plan.labels_by_source, config, plan.vocab, plan.withheld)
+        ).with_outputs(InspectImage.REJECTED, main="ok")
     )
     earlier = beam.pvalue.AsDict(
         pipeline
-        | "EarlierShards" >> beam.Create([examples.shard_pattern(folder, split)
-                                          for folder in config.earlier_spans
-                                          for split in examples.SPLITS])
+        | "EarlierShards"
+        >> beam.Create(
+            [
+                examples.shard_pattern(folder, split)
+                for folder in config.earlier_spans
+                for split in examples.SPLITS
+            ]
+        )
         | "ReadEarlier" >> beam.io.ReadAllFromTFRecord()
         | "EarlierCopies" >> beam.Map(earlier_copy)
         | "FirstCopy" >> beam.CombinePerKey(min)
@@ -465,19 +567,24 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         inspected.ok
         | "KeyBySha256" >> beam.Map(lambda r: (r.sha256, r._replace(image=b"")))
         | "GroupBySha256" >> beam.GroupByKey()
-        | "ResolveDuplicates" >> beam.ParDo(ResolveDuplicates(), earlier)
-        .with_outputs(ResolveDuplicates.REJECTED, main="kept")
+        | "ResolveDuplicates"
+        >> beam.ParDo(ResolveDuplicates(), earlier).with_outputs(
+            ResolveDuplicates.REJECTED, main="kept"
+        )
     )
     stats = kept.kept | "Stats" >> beam.CombineGlobally(ExampleStats(config.eval_percent))
     vocab = stats | "Vocab" >> beam.Map(_choose_vocab, plan.vocab)
     written = (
         inspected.ok
-        | "KeyByShard" >> beam.Map(
-            lambda r: (shard_key(r.sha256, config.eval_percent, config.num_shards), r))
+        | "KeyByShard"
+        >> beam.Map(lambda r: (shard_key(r.sha256, config.eval_percent, config.num_shards), r))
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(
+        | "WriteShards"
+        >> beam.ParDo(
             WriteShard(plan.output_dir, config.num_shards, config.span),
-            beam.pvalue.AsSingleton(vocab), earlier)
+            beam.pvalue.AsSingleton(vocab),
+            earlier,
+        )
         | "CountWritten" >> beam.CombinePerKey(sum)
     )
     rejected = (
@@ -486,8 +593,12 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         | "CollectRejected" >> beam.combiners.ToList()
     )
     _ = stats | "WriteSummary" >> beam.Map(
-        _write_summary, plan.output_dir, beam.pvalue.AsSingleton(vocab),
-        beam.pvalue.AsDict(written), beam.pvalue.AsSingleton(rejected))
+        _write_summary,
+        plan.output_dir,
+        beam.pvalue.AsSingleton(vocab),
+        beam.pvalue.AsDict(written),
+        beam.pvalue.AsSingleton(rejected),
+    )
 
 
 def _is_local(path: str) -> bool:
@@ -499,8 +610,7 @@ def list_inputs(images: str) -> tuple[list[str], int]:
     pattern = images
     if not any(c in images for c in "*?["):
         # An object store has prefixes, not folders: a path that is no object is one.
-        is_folder = (os.path.isdir(images) if _is_local(images)
-                     else not FileSystems.exists(images))
+        is_folder = os.path.isdir(images) if _is_local(images) else not FileSystems.exists(images)
         if is_folder:
             pattern = images.rstrip("/") + "/*"
     paths = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -528,8 +638,9 @@ def read_labels_csv(path: str) -> dict[str, str]:
         source = _source(folder, row["filename"])
         label = (row["label"] or "").strip()
         if labels.get(source, label) != label:
-            raise ValueError(f"{path}: {row['filename']!r} has two labels, "
-                             f"{labels[source]!r} and {label!r}")
+            raise ValueError(
+                f"{path}: {row['filename']!r} has two labels, {labels[source]!r} and {label!r}"
+            )
         labels[source] = label
     return labels
 
@@ -559,8 +670,10 @@ def read_review_csv(path: str) -> tuple[dict[str, str], dict[str, tuple[str, str
         elif row.status == review_queue.UNREADABLE:
             withheld[source] = (MARKED_UNREADABLE, f"marked unreadable in {path}")
         else:
-            withheld[source] = (NOT_REVIEWED, f"status {row.status} in {path}: not answered "
-                                f"yet (captcha-ocr review {folder})")
+            withheld[source] = (
+                NOT_REVIEWED,
+                f"status {row.status} in {path}: not answered yet (captcha-ocr review {folder})",
+            )
     return labels, withheld
 
 
@@ -576,14 +689,24 @@ def plan_ingest(images: str, output_dir: str, config: IngestConfig) -> IngestPla
     labels, withheld = None, {}
     if config.labels_csv:
         labels, withheld = read_labels(config.labels_csv)
-        csv_path = os.path.abspath(config.labels_csv) if _is_local(config.labels_csv) else config.labels_csv
+        csv_path = (
+            os.path.abspath(config.labels_csv)
+            if _is_local(config.labels_csv)
+            else config.labels_csv
+        )
         inputs = sorted((set(inputs) | set(labels) | set(withheld)) - {csv_path})
     if not inputs:
         raise FileNotFoundError(f"no input files match {images!r}")
     vocab = examples.parse_vocab(_read_text(config.vocab_path)) if config.vocab_path else None
-    return IngestPlan(inputs=inputs, output_dir=output_dir, config=config,
-                      labels_by_source=labels, withheld=withheld, vocab=vocab,
-                      skipped_hidden=skipped_hidden)
+    return IngestPlan(
+        inputs=inputs,
+        output_dir=output_dir,
+        config=config,
+        labels_by_source=labels,
+        withheld=withheld,
+        vocab=vocab,
+        skipped_hidden=skipped_hidden,
+    )
 
 
 def _check_output(output: str, overwrite: bool) -> None:
@@ -625,8 +748,9 @@ def _ensure_all_shards(work_dir: str, num_shards: int) -> None:
                 write_shard(path, [])
 
 
-def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
-              beam_options: dict[str, Any]) -> dict[str, Any]:
+def _metadata(
+    images: str, plan: IngestPlan, summary: dict[str, Any], beam_options: dict[str, Any]
+) -> dict[str, Any]:
     config = plan.config
     lengths = sorted(int(k) for k in summary["label_length_counts"])
     counts = {split: summary["written"].get(split, 0) for split in examples.SPLITS}
@@ -658,8 +782,9 @@ def _metadata(images: str, plan: IngestPlan, summary: dict[str, Any],
     }
 
 
-def run_ingest(images: str, output: str, config: IngestConfig,
-               beam_args: Sequence[str] = ()) -> dict:
+def run_ingest(
+    images: str, output: str, config: IngestConfig, beam_args: Sequence[str] = ()
+) -> dict:
     """Runs the ExampleGen job; returns the content of `<output>/metadata.json`."""
     _check_output(output, config.overwrite)
     plan = plan_ingest(images, output, config)
@@ -678,18 +803,23 @@ def run_ingest(images: str, output: str, config: IngestConfig,
         if num_written + summary["num_rejected"] != len(plan.inputs):
             hint = ""
             if beam_options.get("direct_num_workers", 1) != 1:
-                hint = (" (Beam 2.61's DirectRunner with several workers, multi_threading or "
-                        "multi_processing, has dropped elements of large jobs here; use the "
-                        "default in_memory mode)")
+                hint = (
+                    " (Beam 2.61's DirectRunner with several workers, multi_threading or "
+                    "multi_processing, has dropped elements of large jobs here; use the "
+                    "default in_memory mode)"
+                )
             raise RuntimeError(
                 f"lost inputs: {len(plan.inputs)} in, {num_written} written, "
-                f"{summary['num_rejected']} rejected; nothing was kept{hint}")
+                f"{summary['num_rejected']} rejected; nothing was kept{hint}"
+            )
         if num_written == 0:
-            raise ValueError(f"no usable images in {images}: rejected "
-                             f"{summary['rejected_reasons']}")
+            raise ValueError(
+                f"no usable images in {images}: rejected {summary['rejected_reasons']}"
+            )
         _ensure_all_shards(work_dir, config.num_shards)
-        _write_text(posixpath.join(work_dir, examples.VOCAB_FILE),
-                    examples.vocab_text(summary["vocab"]))
+        _write_text(
+            posixpath.join(work_dir, examples.VOCAB_FILE), examples.vocab_text(summary["vocab"])
+        )
         text = json.dumps(_metadata(images, plan, summary, beam_options), indent=2, sort_keys=True)
         metadata = json.loads(text)  # what the file holds (tuples as lists)
         FileSystems.delete([summary_path])

@@ -121,7 +121,9 @@ def _unexpected_strings(
 
 def _missing(name: str, feature: statistics_pb2.FeatureNameStatistics | None, total: int) -> str:
     missing = int(sg.common_statistics(feature).num_missing) if feature is not None else total
-    return f"feature '{name}': required in every example; missing in {missing} of {_examples(total)}"
+    return (
+        f"feature '{name}': required in every example; missing in {missing} of {_examples(total)}"
+    )
 
 
 def _drift(
@@ -178,11 +180,16 @@ def describe_anomalies(
             kind = Anomaly.Type.Name(reason.type)
             if kind in ("INT_TYPE_BIG_INT", "INT_TYPE_SMALL_INT") and feature and schema_feature:
                 messages.append(_out_of_domain(name, feature, schema_feature, vocab))
-            elif kind in (
-                "FEATURE_TYPE_HIGH_NUMBER_VALUES",
-                "FEATURE_TYPE_LOW_NUMBER_VALUES",
-                "INVALID_FEATURE_SHAPE",
-            ) and feature and schema_feature:
+            elif (
+                kind
+                in (
+                    "FEATURE_TYPE_HIGH_NUMBER_VALUES",
+                    "FEATURE_TYPE_LOW_NUMBER_VALUES",
+                    "INVALID_FEATURE_SHAPE",
+                )
+                and feature
+                and schema_feature
+            ):
                 messages.append(_bad_value_count(name, feature, schema_feature))
             elif kind == "ENUM_TYPE_UNEXPECTED_STRING_VALUES" and feature and schema_feature:
                 messages.append(_unexpected_strings(name, feature, schema))
@@ -199,11 +206,11 @@ def describe_anomalies(
                     f"feature '{name}': not in the schema; present in {_examples(present)}"
                 )
             elif kind.startswith("COMPARATOR_") and kind.endswith("_HIGH") and feature:
-                messages.append(
-                    _drift(name, feature, previous_statistics, drifts.get(name), vocab)
-                )
+                messages.append(_drift(name, feature, previous_statistics, drifts.get(name), vocab))
             else:
-                messages.append(f"feature '{name}': {reason.short_description}: {reason.description}")
+                messages.append(
+                    f"feature '{name}': {reason.short_description}: {reason.description}"
+                )
     for reason in anomalies.dataset_anomaly_info.reason:
         messages.append(f"dataset: {reason.short_description}: {reason.description}")
     return list(dict.fromkeys(messages))  # a missing feature breaks presence and shape alike

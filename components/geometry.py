@@ -61,8 +61,9 @@ def data_ranges(metadata: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def derive_geometry(max_height: float, max_aspect: float, max_label_length: int,
-                    height: int | None = None) -> Geometry:
+def derive_geometry(
+    max_height: float, max_aspect: float, max_label_length: int, height: int | None = None
+) -> Geometry:
     """The input size for images up to `max_height` tall, `max_aspect` wide, labels this long.
 
     Height (unless given): the images' own height rounded to a multiple of 8, within

@@ -28,7 +28,7 @@ LOGITS_LAYER = "logits"
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Hyperparameters of the model; what the tuner searches and `best_hyperparameters.json` holds."""
+    """Hyperparameters of the model: what the tuner searches, `best_hyperparameters.json` holds."""
 
     # The input size: None is derived from the ingested data (`with_data_geometry`).
     image_height: int | None = None
@@ -58,10 +58,18 @@ class ModelConfig:
         if self.image_height is not None and self.image_width is not None:
             return self
         ranges = data_ranges(metadata)
-        derived = derive_geometry(ranges["max_height"], ranges["max_aspect"],
-                                  ranges["max_label_length"], height=self.image_height)
-        return dataclasses.replace(self, image_height=derived.height, image_width=derived.width,
-                                   width_scale=derived.width_scale)
+        derived = derive_geometry(
+            ranges["max_height"],
+            ranges["max_aspect"],
+            ranges["max_label_length"],
+            height=self.image_height,
+        )
+        return dataclasses.replace(
+            self,
+            image_height=derived.height,
+            image_width=derived.width,
+            width_scale=derived.width_scale,
+        )
 
     @property
     def time_steps(self) -> int:
@@ -150,7 +158,7 @@ def search_space(hp: keras_tuner.HyperParameters, base: ModelConfig) -> ModelCon
 
 
 def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
-    """A compiled model mapping images [B, H, W, 1] in [0, 1] to CTC logits [B, T, vocab_size + 1]."""
+    """A model mapping images [B, H, W, 1] in [0, 1] to CTC logits [B, T, vocab_size + 1]."""
     images = keras.Input((config.image_height, config.image_width, 1), name=IMAGE_INPUT)
     # Width becomes the time axis, as in the Keras example.
     x = keras.layers.Permute((2, 1, 3), name="width_first")(images)
@@ -246,7 +254,9 @@ def decode_logits(logits: tf.Tensor, vocab: Sequence[str]) -> tuple[tf.Tensor, t
     return ids_to_text(ids, vocab), confidence
 
 
-def _decoded_and_true(y_true: tf.Tensor, y_pred: tf.Tensor) -> tuple[tf.SparseTensor, tf.SparseTensor]:
+def _decoded_and_true(
+    y_true: tf.Tensor, y_pred: tf.Tensor
+) -> tuple[tf.SparseTensor, tf.SparseTensor]:
     """Greedy decoding of `y_pred` and the zero-padded `y_true`, both as sparse class ids."""
     ids, _ = greedy_decode(y_pred)
     decoded = (ids + 1).to_sparse()

@@ -30,11 +30,12 @@ def list_objects(folder: str) -> list[str]:
     """Every object under `folder`, as paths relative to it, sorted."""
     prefix = folder.rstrip("/") + "/"
     matched = FileSystems.match([prefix + "**"])[0].metadata_list
-    return sorted(m.path[len(prefix):] for m in matched if not m.path.endswith("/"))
+    return sorted(m.path[len(prefix) :] for m in matched if not m.path.endswith("/"))
 
 
-def publish_folder(source: str, destination: str, marker: str,
-                   after_each: Callable[[str], None] | None = None) -> None:
+def publish_folder(
+    source: str, destination: str, marker: str, after_each: Callable[[str], None] | None = None
+) -> None:
     """Copy `source`'s objects to `destination`, `marker` (a relative path) last; delete source.
 
     `after_each(relative_path)` is called after each copy (progress; where a test interrupts).
@@ -45,7 +46,9 @@ def publish_folder(source: str, destination: str, marker: str,
     if marker not in objects:
         raise FileNotFoundError(f"{source} holds no {marker}: refusing to publish it")
     for relative in [name for name in objects if name != marker] + [marker]:
-        FileSystems.copy([posixpath.join(source, relative)], [posixpath.join(destination, relative)])
+        FileSystems.copy(
+            [posixpath.join(source, relative)], [posixpath.join(destination, relative)]
+        )
         if after_each is not None:
             after_each(relative)
     FileSystems.delete([posixpath.join(source, name) for name in objects])

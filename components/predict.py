@@ -48,8 +48,10 @@ def saved_model_versions(base_dir: str) -> list[int]:
     versions = []
     for name in tf.io.gfile.listdir(base_dir):
         name = name.rstrip("/")
-        if name.isdigit() and int(name) > 0 and tf.io.gfile.exists(
-            posixpath.join(base_dir, name, SAVED_MODEL_FILE)
+        if (
+            name.isdigit()
+            and int(name) > 0
+            and tf.io.gfile.exists(posixpath.join(base_dir, name, SAVED_MODEL_FILE))
         ):
             versions.append(int(name))
     return sorted(versions)
@@ -77,15 +79,18 @@ class ExportedModel:
         self.signature = self._loaded.signatures[SERVING_SIGNATURE]
 
     def predict_bytes(self, images: Sequence[bytes], sources: Sequence[str]) -> list[Prediction]:
-        """One signature call; if it fails as a whole, item by item so one bad file costs one answer."""
+        """One signature call; if it fails as a whole, item by item: a bad file costs one answer."""
         try:
             return self._call(images, sources)
         except tf.errors.InvalidArgumentError as error:
             if len(images) == 1:
                 reason = _op_error_reason(error.message)
                 return [Prediction(sources[0], "", 0.0, False, f"signature failed: {reason}")]
-        return [answer for image, source in zip(images, sources, strict=True)
-                for answer in self.predict_bytes([image], [source])]
+        return [
+            answer
+            for image, source in zip(images, sources, strict=True)
+            for answer in self.predict_bytes([image], [source])
+        ]
 
     def _call(self, images: Sequence[bytes], sources: Sequence[str]) -> list[Prediction]:
         outputs = self.signature(**{INPUT_NAME: tf.constant(list(images), tf.string)})
@@ -100,7 +105,9 @@ class ExportedModel:
                 bool(valid),
                 None if valid else INVALID_IMAGE,
             )
-            for source, text, confidence, valid in zip(sources, texts, confidences, valids, strict=True)
+            for source, text, confidence, valid in zip(
+                sources, texts, confidences, valids, strict=True
+            )
         ]
 
 
@@ -153,9 +160,11 @@ def evaluate_saved_model(
     """Sequence accuracy and CER of an export's serving signature on one split's raw bytes."""
     model = ExportedModel(path)
     correct = errors = characters = total = invalid = 0
-    batches = dataset.read_split(examples_dirs, split).map(
-        lambda ex: (ex["image"], ex["label"])
-    ).batch(batch_size)
+    batches = (
+        dataset.read_split(examples_dirs, split)
+        .map(lambda ex: (ex["image"], ex["label"]))
+        .batch(batch_size)
+    )
     for image_bytes, labels in batches:
         outputs = model.signature(**{INPUT_NAME: image_bytes})
         texts = outputs["text"]

@@ -62,13 +62,16 @@ class PushConfig:
     """When a candidate may replace the served model, and where it goes."""
 
     min_accuracy: float = setting(
-        DEFAULT_MIN_ACCURACY, "push only a model whose serving signature reads at least this "
-        "share of the eval captchas")
+        DEFAULT_MIN_ACCURACY,
+        "push only a model whose serving signature reads at least this share of the eval captchas",
+    )
     tolerance: float = setting(
-        0.0, "how far below the served version's accuracy a candidate may be and still be pushed")
+        0.0, "how far below the served version's accuracy a candidate may be and still be pushed"
+    )
     force: bool = setting(False, "push whatever the evaluation says", flag="--force-push")
     model_name: str | None = setting(
-        None, "lay out EXPORT/NAME/<version>/ for a multi-model server")
+        None, "lay out EXPORT/NAME/<version>/ for a multi-model server"
+    )
     batch_size: int = setting(64, "images per batch in the blessing evaluations")
     metrics_path: str | None = None  # the evaluator's metrics.json, kept in assets.extra
 
@@ -129,7 +132,8 @@ class ServingModule(tf.Module):
         )
         # One extra row, always present, so the batch below exists even if every item failed.
         sentinel = tf.data.Dataset.from_tensors(
-            (count, tf.zeros([geometry.height, geometry.width, 1])))
+            (count, tf.zeros([geometry.height, geometry.width, 1]))
+        )
         indices, images = (
             decoded.concatenate(sentinel).batch(tf.cast(count, tf.int64) + 1).get_single_element()
         )
@@ -247,9 +251,7 @@ def export_model(
     return version_dir
 
 
-def bless(
-    candidate: dict, baseline: dict | None, config: PushConfig
-) -> tuple[bool, str]:
+def bless(candidate: dict, baseline: dict | None, config: PushConfig) -> tuple[bool, str]:
     """(push?, why) from the candidate's and the newest served version's eval metrics."""
     accuracy = candidate["accuracy"]
     if config.force:
@@ -298,8 +300,13 @@ def run_push(
         if pushed:
             artifact_io.write_json(
                 posixpath.join(temp_dir, ASSETS_EXTRA, BLESSING_FILE),
-                {"reason": reason, "candidate": candidate, "baseline": baseline,
-                 "baseline_version": baseline_version, "config": dataclasses.asdict(config)},
+                {
+                    "reason": reason,
+                    "candidate": candidate,
+                    "baseline": baseline,
+                    "baseline_version": baseline_version,
+                    "config": dataclasses.asdict(config),
+                },
             )
     except BaseException:
         tf.io.gfile.rmtree(temp_dir)

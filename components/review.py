@@ -45,9 +45,11 @@ class ReviewServer(ThreadingHTTPServer):
         self.labels_csv = review_queue.labels_path(config.review_dir)
         self.write_lock = threading.Lock()
         if not tf.io.gfile.exists(self.labels_csv):
-            raise FileNotFoundError(f"{self.labels_csv} not found: make a queue with "
-                                    f"`captcha-ocr predict --model EXPORT FILES --review-dir "
-                                    f"{config.review_dir}`")
+            raise FileNotFoundError(
+                f"{self.labels_csv} not found: make a queue with "
+                f"`captcha-ocr predict --model EXPORT FILES --review-dir "
+                f"{config.review_dir}`"
+            )
         rows = review_queue.read_rows(self.labels_csv)  # refuse a broken file before serving
         review_queue.check_files(self.labels_csv, rows)
         super().__init__((HOST, config.port), ReviewHandler)
@@ -95,16 +97,21 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             with self.server.write_lock:
-                rows = review_queue.answer(self.server.labels_csv, str(body["filename"]),
-                                           str(body.get("label", "")), str(body["status"]))
+                rows = review_queue.answer(
+                    self.server.labels_csv,
+                    str(body["filename"]),
+                    str(body.get("label", "")),
+                    str(body["status"]),
+                )
         except (review_queue.ReviewCsvError, KeyError, ValueError) as error:
             self._send_json(400, {"error": str(error)})
             return
         self._send_rows(rows)
 
     def _send_rows(self, rows: list[review_queue.ReviewRow]) -> None:
-        self._send_json(200, {"folder": self.server.review_dir,
-                              "rows": [row.to_dict() for row in rows]})
+        self._send_json(
+            200, {"folder": self.server.review_dir, "rows": [row.to_dict() for row in rows]}
+        )
 
     def _send_image(self, name: str) -> None:
         listed = {row.filename for row in review_queue.read_rows(self.server.labels_csv)}

@@ -102,7 +102,8 @@ def read_rows(path: str) -> list[ReviewRow]:
         filename, label, prediction, confidence, status = values
         if status not in STATUSES:
             raise ReviewCsvError(
-                f"{path}:{line}: status {status!r} is not one of {', '.join(STATUSES)}")
+                f"{path}:{line}: status {status!r} is not one of {', '.join(STATUSES)}"
+            )
         try:
             value = float(confidence)
         except ValueError:
@@ -118,9 +119,12 @@ def read_rows(path: str) -> list[ReviewRow]:
 def check_files(path: str, rows: Sequence[ReviewRow]) -> None:
     """Every row names a plain file next to labels.csv (a hand edit may have mistyped one)."""
     folder = posixpath.dirname(path)
-    unknown = [row.filename for row in rows
-               if posixpath.basename(row.filename) != row.filename
-               or not tf.io.gfile.exists(posixpath.join(folder, row.filename))]
+    unknown = [
+        row.filename
+        for row in rows
+        if posixpath.basename(row.filename) != row.filename
+        or not tf.io.gfile.exists(posixpath.join(folder, row.filename))
+    ]
     if unknown:
         raise ReviewCsvError(
             f"{path}: {len(unknown)} rows name files that are not in {folder}: "
@@ -133,8 +137,9 @@ def write_rows(path: str, rows: Iterable[ReviewRow]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(HEADER)
-    writer.writerows((r.filename, r.label, r.prediction, f"{r.confidence:.6f}", r.status)
-                     for r in rows)
+    writer.writerows(
+        (r.filename, r.label, r.prediction, f"{r.confidence:.6f}", r.status) for r in rows
+    )
     artifact_io.write_file(path, text.getvalue())
 
 
@@ -211,15 +216,19 @@ def add_to_queue(
 
 
 def queue_predictions(
-    review_dir: str, predictions: Sequence[Prediction], saved_model_dir: str,
+    review_dir: str,
+    predictions: Sequence[Prediction],
+    saved_model_dir: str,
     review_below: float | None = None,
 ) -> str:
     """`add_to_queue` with the export's threshold unless one is given; a summary to print."""
     threshold = review_threshold(saved_model_dir) if review_below is None else review_below
     result = add_to_queue(review_dir, predictions, threshold)
-    lines = [f"review queue {review_dir}: {len(result.queued)} added (confidence below "
-             f"{threshold:g} or failed to decode), {len(result.already_queued)} already "
-             f"queued, {result.confident} confident; {result.total} in {LABELS_FILE}"]
+    lines = [
+        f"review queue {review_dir}: {len(result.queued)} added (confidence below "
+        f"{threshold:g} or failed to decode), {len(result.already_queued)} already "
+        f"queued, {result.confident} confident; {result.total} in {LABELS_FILE}"
+    ]
     lines += [f"  not queued, {source}: {reason}" for source, reason in result.not_copied]
     lines.append(f"  label them: captcha-ocr review {review_dir}")
     return "\n".join(lines)
@@ -235,8 +244,11 @@ def answer(path: str, filename: str, label: str, status: str) -> list[ReviewRow]
     rows = read_rows(path)
     if filename not in {row.filename for row in rows}:
         raise ReviewCsvError(f"{path} has no row for {filename!r}")
-    rows = [dataclasses.replace(row, label=label if status == LABELLED else row.label,
-                                status=status) if row.filename == filename else row
-            for row in rows]
+    rows = [
+        dataclasses.replace(row, label=label if status == LABELLED else row.label, status=status)
+        if row.filename == filename
+        else row
+        for row in rows
+    ]
     write_rows(path, rows)
     return rows

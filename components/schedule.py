@@ -53,10 +53,18 @@ class HoldThenCosine(keras.callbacks.Callback):
     before every step; ends training when the decay is over or the deadline is reached.
     """
 
-    def __init__(self, *, peak: float, floor: float, warmup_steps: int,
-                 decay_steps: int | None, deadline: float | None,
-                 plateau_epochs: int | None, plateau_seconds: float | None,
-                 last_attempt: bool) -> None:
+    def __init__(
+        self,
+        *,
+        peak: float,
+        floor: float,
+        warmup_steps: int,
+        decay_steps: int | None,
+        deadline: float | None,
+        plateau_epochs: int | None,
+        plateau_seconds: float | None,
+        last_attempt: bool,
+    ) -> None:
         super().__init__()
         if decay_steps is None and deadline is None:
             raise ValueError("the decay needs a length: decay steps or a deadline")
@@ -104,17 +112,21 @@ class HoldThenCosine(keras.callbacks.Callback):
         reading = (logs or {}).get(READING, 0.0)
         if reading > LEARNING_STARTED:
             self.reading_began_epoch = epoch + 1
-            self._start_decay(f"the model reads {reading:.0%} of the validation captchas after "
-                              f"{epoch + 1} epochs")
+            self._start_decay(
+                f"the model reads {reading:.0%} of the validation captchas after {epoch + 1} epochs"
+            )
             return
         waited = time.time() - self.start
         too_long = (self.plateau_epochs is not None and epoch + 1 >= self.plateau_epochs) or (
-            self.plateau_seconds is not None and waited >= self.plateau_seconds)
+            self.plateau_seconds is not None and waited >= self.plateau_seconds
+        )
         if not too_long:
             return
         if self.last_attempt:
-            self._start_decay(f"still reading nothing after {epoch + 1} epochs "
-                              f"({waited / 60:.1f} min), no restart left")
+            self._start_decay(
+                f"still reading nothing after {epoch + 1} epochs "
+                f"({waited / 60:.1f} min), no restart left"
+            )
         else:
             self.stalled = True
             self.model.stop_training = True
@@ -124,5 +136,6 @@ class HoldThenCosine(keras.callbacks.Callback):
         length = [f"{self.decay_steps} steps"] if self.decay_steps is not None else []
         if self.deadline is not None:
             length.append(f"the time budget ({(self.deadline - time.time()) / 60:.1f} min left)")
-        log.info("%s: decaying the learning rate from %.2g over %s", why, self.peak,
-                 " or ".join(length))
+        log.info(
+            "%s: decaying the learning rate from %.2g over %s", why, self.peak, " or ".join(length)
+        )

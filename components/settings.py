@@ -26,8 +26,14 @@ def setting(
     `const`: the option takes no value and sets the field to `const` (e.g. `--no-augment`).
     `shown_default`: what `--help` says of the default where the value alone says little.
     """
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "choices": choices,
-                "const": const, "shown_default": shown_default}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "choices": choices,
+        "const": const,
+        "shown_default": shown_default,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 

@@ -111,7 +111,9 @@ class ExampleCountsOutsideSchema(stats_generator.CombinerStatsGenerator):
                 accumulator[(name, EXAMPLES_OUTSIDE_DOMAIN)] += len(np.unique(parents[bad]))
         return accumulator
 
-    def merge_accumulators(self, accumulators: Iterable[collections.Counter]) -> collections.Counter:
+    def merge_accumulators(
+        self, accumulators: Iterable[collections.Counter]
+    ) -> collections.Counter:
         merged = collections.Counter()
         for accumulator in accumulators:
             merged.update(accumulator)

@@ -37,8 +37,13 @@ LOWER_AND_DIGITS = "23456789abcdefghjkmnpqrstuvwxyz"
 CASED_LETTERS = "abdefghijkmnqrtuyABDEFGHJKLMNQRTUY"
 MATH_SYMBOLS = "+-=?"
 PALE_COLOURS: tuple[Colour, ...] = (
-    (240, 230, 140), (250, 250, 150), (0, 230, 230), (150, 240, 255), (255, 190, 220),
-    (190, 255, 190), (255, 215, 160),
+    (240, 230, 140),
+    (250, 250, 150),
+    (0, 230, 230),
+    (150, 240, 255),
+    (255, 190, 220),
+    (190, 255, 190),
+    (255, 215, 160),
 )
 
 
@@ -53,13 +58,25 @@ def _font_files() -> dict[str, tuple[str, ...]]:
     def files(*names: str) -> tuple[str, ...]:
         return tuple(str(ttf / name) for name in names)
 
-    sans = files("DejaVuSans.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
-                 "DejaVuSansMono-Oblique.ttf") + (str(droid),)
-    serif = files("DejaVuSerif.ttf", "DejaVuSerif-Italic.ttf", "STIXGeneral.ttf",
-                  "STIXGeneralItalic.ttf")
-    bold = files("DejaVuSans-Bold.ttf", "DejaVuSans-BoldOblique.ttf", "DejaVuSansMono-Bold.ttf",
-                 "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif-Bold.ttf",
-                 "DejaVuSerif-BoldItalic.ttf", "STIXGeneralBol.ttf", "STIXGeneralBolIta.ttf")
+    sans = files(
+        "DejaVuSans.ttf",
+        "DejaVuSans-Oblique.ttf",
+        "DejaVuSansMono.ttf",
+        "DejaVuSansMono-Oblique.ttf",
+    ) + (str(droid),)
+    serif = files(
+        "DejaVuSerif.ttf", "DejaVuSerif-Italic.ttf", "STIXGeneral.ttf", "STIXGeneralItalic.ttf"
+    )
+    bold = files(
+        "DejaVuSans-Bold.ttf",
+        "DejaVuSans-BoldOblique.ttf",
+        "DejaVuSansMono-Bold.ttf",
+        "DejaVuSansMono-BoldOblique.ttf",
+        "DejaVuSerif-Bold.ttf",
+        "DejaVuSerif-BoldItalic.ttf",
+        "STIXGeneralBol.ttf",
+        "STIXGeneralBolIta.ttf",
+    )
     groups = {"sans": sans, "serif": serif, "bold": bold, "any": sans + serif + bold}
     missing = [path for path in groups["any"] if not os.path.isfile(path)]
     if missing:
@@ -80,8 +97,14 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
 # --- drawing helpers shared by the renderers ---------------------------------------------
 
 
-def glyph_mask(char: str, font_path: str, size: int, rotation: float = 0.0,
-               shear: float = 0.0, thin: bool = False) -> Image.Image:
+def glyph_mask(
+    char: str,
+    font_path: str,
+    size: int,
+    rotation: float = 0.0,
+    shear: float = 0.0,
+    thin: bool = False,
+) -> Image.Image:
     """One character as an 8-bit coverage mask cropped to its ink, rotated and sheared.
 
     `thin` erodes the strokes at twice the resolution (fonts in pip packages have no light
@@ -99,8 +122,12 @@ def glyph_mask(char: str, font_path: str, size: int, rotation: float = 0.0,
     if shear:
         width, height = mask.size
         offset = abs(shear) * height
-        mask = mask.transform((int(width + offset), height), Image.AFFINE,
-                              (1, shear, -offset if shear > 0 else 0, 0, 1, 0), Image.BICUBIC)
+        mask = mask.transform(
+            (int(width + offset), height),
+            Image.AFFINE,
+            (1, shear, -offset if shear > 0 else 0, 0, 1, 0),
+            Image.BICUBIC,
+        )
     if rotation:
         mask = mask.rotate(rotation, resample=Image.BICUBIC, expand=True)
     box = mask.getbbox()
@@ -110,22 +137,31 @@ def glyph_mask(char: str, font_path: str, size: int, rotation: float = 0.0,
 def scale_masks(masks: list[Image.Image], factor: float) -> list[Image.Image]:
     if factor >= 1.0:
         return masks
-    return [m.resize((max(1, round(m.width * factor)), max(1, round(m.height * factor))),
-                     Image.LANCZOS) for m in masks]
+    return [
+        m.resize((max(1, round(m.width * factor)), max(1, round(m.height * factor))), Image.LANCZOS)
+        for m in masks
+    ]
 
 
-def layout(rng: random.Random, masks: list[Image.Image], box: Box, advance: float = 1.0,
-           jitter: float = 0.15, fill: float = 0.92
-           ) -> list[tuple[Image.Image, tuple[int, int]]]:
+def layout(
+    rng: random.Random,
+    masks: list[Image.Image],
+    box: Box,
+    advance: float = 1.0,
+    jitter: float = 0.15,
+    fill: float = 0.92,
+) -> list[tuple[Image.Image, tuple[int, int]]]:
     """(mask, top-left corner) on one line: each mask starts `advance` of the previous one's
     width after it (below 1 they touch and overlap). The masks are shrunk by one factor when
     the line would span more than `fill` of the width or be taller than the box, so every
     glyph stays whole inside the image; the line sits at a random place."""
+
     def span(ms: list[Image.Image]) -> int:
         return sum(round(m.width * advance) for m in ms[:-1]) + ms[-1].width
 
-    masks = scale_masks(masks, min(fill * box[0] / span(masks),
-                                   0.95 * box[1] / max(m.height for m in masks)))
+    masks = scale_masks(
+        masks, min(fill * box[0] / span(masks), 0.95 * box[1] / max(m.height for m in masks))
+    )
     x = rng.randint(0, max(0, box[0] - span(masks)))
     placed = []
     for mask in masks:
@@ -136,8 +172,9 @@ def layout(rng: random.Random, masks: list[Image.Image], box: Box, advance: floa
     return placed
 
 
-def paste_ink(image: Image.Image, mask: Image.Image, corner: tuple[int, int],
-              colour: Colour) -> None:
+def paste_ink(
+    image: Image.Image, mask: Image.Image, corner: tuple[int, int], colour: Colour
+) -> None:
     """Ink of one colour through a coverage mask (keeps alpha right on RGBA canvases)."""
     ink = Image.new(image.mode, mask.size, colour if image.mode != "L" else colour[0])
     if image.mode == "RGBA":
@@ -156,19 +193,34 @@ def random_curve(rng: random.Random, box: Box, points: int = 24) -> list[tuple[f
     phase, periods = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 1.5)
     centre = rng.uniform(0.25, 0.75) * box[1]
     slope = rng.uniform(-0.3, 0.3) * box[1]
-    return [(box[0] * t, centre + slope * (t - 0.5) + amplitude *
-             math.sin(phase + 2 * math.pi * periods * t))
-            for t in (i / (points - 1) for i in range(points))]
+    return [
+        (
+            box[0] * t,
+            centre + slope * (t - 0.5) + amplitude * math.sin(phase + 2 * math.pi * periods * t),
+        )
+        for t in (i / (points - 1) for i in range(points))
+    ]
 
 
-def draw_lines(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, count: int,
-               colour: Callable[[], Colour], width: tuple[int, int] = (1, 2)) -> None:
+def draw_lines(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    box: Box,
+    count: int,
+    colour: Callable[[], Colour],
+    width: tuple[int, int] = (1, 2),
+) -> None:
     for _ in range(count):
         draw.line(random_curve(rng, box), fill=colour(), width=rng.randint(*width))
 
 
-def speckle(draw: ImageDraw.ImageDraw, rng: random.Random, box: Box, density: float,
-            colour: Callable[[], Colour]) -> None:
+def speckle(
+    draw: ImageDraw.ImageDraw,
+    rng: random.Random,
+    box: Box,
+    density: float,
+    colour: Callable[[], Colour],
+) -> None:
     for _ in range(int(density * box[0] * box[1])):
         x, y = rng.randrange(box[0]), rng.randrange(box[1])
         draw.point((x, y), fill=colour())
@@ -191,25 +243,40 @@ def bright(rng: random.Random) -> Colour:
 def encode(image: Image.Image, image_format: str, rng: random.Random) -> bytes:
     buffer = io.BytesIO()
     if image_format == "JPEG":
-        image.convert("RGB").save(buffer, format="JPEG", quality=rng.randint(12, 55),
-                                  subsampling=rng.choice((0, 2)))
+        image.convert("RGB").save(
+            buffer, format="JPEG", quality=rng.randint(12, 55), subsampling=rng.choice((0, 2))
+        )
     else:
         image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def glyph_row(rng: random.Random, text: str, box: Box, font_group: str,
-              size: tuple[float, float], rotation: float = 0.0, shear: float = 0.0,
-              thin: float = 0.0, per_glyph_size: bool = True) -> list[Image.Image]:
+def glyph_row(
+    rng: random.Random,
+    text: str,
+    box: Box,
+    font_group: str,
+    size: tuple[float, float],
+    rotation: float = 0.0,
+    shear: float = 0.0,
+    thin: float = 0.0,
+    per_glyph_size: bool = True,
+) -> list[Image.Image]:
     """Masks of `text`, one font per glyph, sizes as fractions of the box height."""
     shared_size = rng.uniform(*size)
     masks = []
     for char in text:
         fraction = rng.uniform(*size) if per_glyph_size else shared_size
-        masks.append(glyph_mask(char, rng.choice(fonts(font_group)),
-                                max(6, round(fraction * box[1])),
-                                rng.uniform(-rotation, rotation), rng.uniform(-shear, shear),
-                                thin=rng.random() < thin))
+        masks.append(
+            glyph_mask(
+                char,
+                rng.choice(fonts(font_group)),
+                max(6, round(fraction * box[1])),
+                rng.uniform(-rotation, rotation),
+                rng.uniform(-shear, shear),
+                thin=rng.random() < thin,
+            )
+        )
     return masks
 
 
@@ -253,8 +320,9 @@ class Style:
 def draw_tiny(rng: random.Random, text: str, box: Box) -> Image.Image:
     """Small, clean, dark glyphs on a light plain background, sometimes one faint line."""
     image = Image.new("RGB", box, light(rng, 225))
-    masks = glyph_row(rng, text, box, rng.choice(("sans", "bold")), (0.6, 0.8), rotation=6,
-                      per_glyph_size=False)
+    masks = glyph_row(
+        rng, text, box, rng.choice(("sans", "bold")), (0.6, 0.8), rotation=6, per_glyph_size=False
+    )
     ink = dark(rng, 80)
     for mask, corner in layout(rng, masks, box, rng.uniform(0.95, 1.25), jitter=0.05, fill=0.9):
         paste_ink(image, mask, corner, ink)
@@ -277,8 +345,14 @@ def draw_wide(rng: random.Random, text: str, box: Box) -> Image.Image:
     for mask, corner in layout(rng, masks, box, rng.uniform(0.9, 1.3), jitter=0.2, fill=0.95):
         paste_ink(image, mask, corner, colour() + (255,))
     lines = Image.new("RGBA", box, (0, 0, 0, 0))
-    draw_lines(ImageDraw.Draw(lines), rng, box, rng.randint(1, 4),
-               lambda: colour() + (rng.randint(120, 255),), (1, 2))
+    draw_lines(
+        ImageDraw.Draw(lines),
+        rng,
+        box,
+        rng.randint(1, 4),
+        lambda: colour() + (rng.randint(120, 255),),
+        (1, 2),
+    )
     image.alpha_composite(lines)
     return image
 
@@ -303,8 +377,10 @@ def draw_dark_dotted(rng: random.Random, text: str, box: Box) -> Image.Image:
                     radius = rng.choice((0.6, 1.0, 1.4))
                     draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=colour)
                 else:
-                    draw.point((px, py), fill=tuple(min(255, max(0, c + rng.randint(-60, 60)))
-                                                    for c in colour))
+                    draw.point(
+                        (px, py),
+                        fill=tuple(min(255, max(0, c + rng.randint(-60, 60))) for c in colour),
+                    )
     return image
 
 
@@ -332,8 +408,9 @@ def draw_overlap(rng: random.Random, text: str, box: Box) -> Image.Image:
     """Glyphs of different fonts, weights and slants that touch and overlap, in one ink;
     half of them binarised to 1-bit like scanned or thresholded captchas."""
     image = Image.new("L", box, rng.randint(215, 255))
-    masks = glyph_row(rng, text, box, rng.choice(("bold", "any")), (0.9, 1.2), rotation=12,
-                      shear=0.3)
+    masks = glyph_row(
+        rng, text, box, rng.choice(("bold", "any")), (0.9, 1.2), rotation=12, shear=0.3
+    )
     ink = (rng.randint(0, 70),)
     for mask, corner in layout(rng, masks, box, rng.uniform(0.75, 0.9), jitter=0.1, fill=0.96):
         paste_ink(image, mask, corner, ink)
@@ -346,20 +423,21 @@ def draw_tiles(rng: random.Random, text: str, box: Box) -> Image.Image:
     """Each glyph in its own outlined square tile, rotated at random, on white with thin grey
     curves; the first tile is sometimes cut by the left edge (like cryptowin_math)."""
     image = Image.new("RGB", box, (255, 255, 255))
-    draw_lines(ImageDraw.Draw(image), rng, box, rng.randint(2, 6), lambda: light(rng, 170),
-               (1, 1))
+    draw_lines(ImageDraw.Draw(image), rng, box, rng.randint(2, 6), lambda: light(rng, 170), (1, 1))
     side = round(box[1] * rng.uniform(0.7, 0.85))
     step = min(round(side * rng.uniform(1.2, 1.6)), (box[0] - side) // max(1, len(text) - 1))
     x = rng.randint(-side // 4, max(0, box[0] - side - step * (len(text) - 1)) // 3)
     for char in text:
         colour = dark(rng, 150)
         tile = Image.new("RGBA", (side, side), (255, 255, 255, 0))
-        ImageDraw.Draw(tile).rectangle((0, 0, side - 1, side - 1), outline=colour + (255,),
-                                       width=rng.choice((1, 1, 2)))
+        ImageDraw.Draw(tile).rectangle(
+            (0, 0, side - 1, side - 1), outline=colour + (255,), width=rng.choice((1, 1, 2))
+        )
         mask = glyph_mask(char, rng.choice(fonts("any")), round(side * 0.8))
         mask = scale_masks([mask], 0.8 * side / max(mask.size))[0]
-        paste_ink(tile, mask, ((side - mask.width) // 2, (side - mask.height) // 2),
-                  colour + (255,))
+        paste_ink(
+            tile, mask, ((side - mask.width) // 2, (side - mask.height) // 2), colour + (255,)
+        )
         tile = tile.rotate(rng.uniform(-35, 35), resample=Image.BICUBIC, expand=True)
         y = (box[1] - tile.height) // 2 + rng.randint(-1, 1)
         image.paste(tile, (x - (tile.width - side) // 2, y), tile)
@@ -405,8 +483,15 @@ def draw_math(rng: random.Random, text: str, box: Box) -> Image.Image:
     image = Image.new("RGB", box, light(rng, 200))
     draw = ImageDraw.Draw(image)
     speckle(draw, rng, box, rng.uniform(0.0, 0.06), lambda: dark(rng, 200))
-    masks = glyph_row(rng, text, box, rng.choice(("sans", "serif", "bold")), (0.55, 0.75),
-                      rotation=12, per_glyph_size=False)
+    masks = glyph_row(
+        rng,
+        text,
+        box,
+        rng.choice(("sans", "serif", "bold")),
+        (0.55, 0.75),
+        rotation=12,
+        per_glyph_size=False,
+    )
     ink = dark(rng, 120)
     for mask, corner in layout(rng, masks, box, rng.uniform(1.0, 1.2), jitter=0.08):
         paste_ink(image, mask, corner, ink)
@@ -414,28 +499,104 @@ def draw_math(rng: random.Random, text: str, box: Box) -> Image.Image:
     return image
 
 
-STYLES: dict[str, Style] = {style.name: style for style in (
-    Style("tiny", "under 32 px high, 3-5 clean capitals and digits", UPPER_AND_DIGITS, (3, 5),
-          (60, 90), (20, 30), True, draw_tiny),
-    Style("wide", "up to 10 glyphs of mixed size, font, case and colour (pale too), thin "
-          "strokes, crossing lines, transparent RGBA", LOWER_AND_DIGITS, (4, 10), (300, 640),
-          (60, 90), False, draw_wide),
-    Style("dark-dotted", "bright dotted or noisy digits on a dark background", string.digits,
-          (4, 6), (180, 260), (60, 90), True, draw_dark_dotted),
-    Style("classic", "the captcha package's own look (the synth default's 36 symbols)",
-          string.digits + string.ascii_lowercase, (4, 6), (160, 240), (50, 70), True,
-          draw_classic),
-    Style("jpeg", "coloured text on noise, saved as a low-quality JPEG", LOWER_AND_DIGITS,
-          (4, 6), (120, 200), (40, 60), True, draw_jpeg, image_format="JPEG"),
-    Style("overlap", "touching, overlapping glyphs of mixed fonts and slants, gray or 1-bit",
-          LOWER_AND_DIGITS, (4, 6), (110, 180), (35, 55), True, draw_overlap),
-    Style("tiles", "each glyph in a rotated outlined tile, grey curves", UPPER_AND_DIGITS,
-          (4, 6), (140, 200), (30, 40), True, draw_tiles),
-    Style("case", "case-sensitive letters and digits, one baseline", CASED_LETTERS + "2345678",
-          (4, 6), (150, 230), (50, 70), True, draw_case),
-    Style("math", "arithmetic expressions like 12+7 or 8-3=?", string.digits + MATH_SYMBOLS,
-          (3, 7), (120, 200), (36, 56), True, draw_math, make_label=math_label),
-)}
+STYLES: dict[str, Style] = {
+    style.name: style
+    for style in (
+        Style(
+            "tiny",
+            "under 32 px high, 3-5 clean capitals and digits",
+            UPPER_AND_DIGITS,
+            (3, 5),
+            (60, 90),
+            (20, 30),
+            True,
+            draw_tiny,
+        ),
+        Style(
+            "wide",
+            "up to 10 glyphs of mixed size, font, case and colour (pale too), thin "
+            "strokes, crossing lines, transparent RGBA",
+            LOWER_AND_DIGITS,
+            (4, 10),
+            (300, 640),
+            (60, 90),
+            False,
+            draw_wide,
+        ),
+        Style(
+            "dark-dotted",
+            "bright dotted or noisy digits on a dark background",
+            string.digits,
+            (4, 6),
+            (180, 260),
+            (60, 90),
+            True,
+            draw_dark_dotted,
+        ),
+        Style(
+            "classic",
+            "the captcha package's own look (the synth default's 36 symbols)",
+            string.digits + string.ascii_lowercase,
+            (4, 6),
+            (160, 240),
+            (50, 70),
+            True,
+            draw_classic,
+        ),
+        Style(
+            "jpeg",
+            "coloured text on noise, saved as a low-quality JPEG",
+            LOWER_AND_DIGITS,
+            (4, 6),
+            (120, 200),
+            (40, 60),
+            True,
+            draw_jpeg,
+            image_format="JPEG",
+        ),
+        Style(
+            "overlap",
+            "touching, overlapping glyphs of mixed fonts and slants, gray or 1-bit",
+            LOWER_AND_DIGITS,
+            (4, 6),
+            (110, 180),
+            (35, 55),
+            True,
+            draw_overlap,
+        ),
+        Style(
+            "tiles",
+            "each glyph in a rotated outlined tile, grey curves",
+            UPPER_AND_DIGITS,
+            (4, 6),
+            (140, 200),
+            (30, 40),
+            True,
+            draw_tiles,
+        ),
+        Style(
+            "case",
+            "case-sensitive letters and digits, one baseline",
+            CASED_LETTERS + "2345678",
+            (4, 6),
+            (150, 230),
+            (50, 70),
+            True,
+            draw_case,
+        ),
+        Style(
+            "math",
+            "arithmetic expressions like 12+7 or 8-3=?",
+            string.digits + MATH_SYMBOLS,
+            (3, 7),
+            (120, 200),
+            (36, 56),
+            True,
+            draw_math,
+            make_label=math_label,
+        ),
+    )
+}
 
 
 def get_style(name: str) -> Style:
@@ -461,33 +622,41 @@ def _on_checkerboard(image: Image.Image) -> Image.Image:
     return board
 
 
-def contact_sheet(names: Sequence[str] = tuple(STYLES), samples: int = 4, seed: int = 0,
-                  cell: Box = (330, 96)) -> Image.Image:
+def contact_sheet(
+    names: Sequence[str] = tuple(STYLES), samples: int = 4, seed: int = 0, cell: Box = (330, 96)
+) -> Image.Image:
     """Every style's first `samples` images (seed `seed`), each under its label and size, a
     row per style; small images are shown twice as large, wide ones scaled down."""
     caption_font, title_font = _font(fonts("sans")[0], 12), _font(fonts("bold")[0], 14)
     title_width, caption = 110, 16
-    sheet = Image.new("RGB", (title_width + samples * cell[0], len(names) * (cell[1] + caption)),
-                      (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (title_width + samples * cell[0], len(names) * (cell[1] + caption)), (255, 255, 255)
+    )
     draw = ImageDraw.Draw(sheet)
     for row, name in enumerate(names):
         style = get_style(name)
         top = row * (cell[1] + caption)
-        draw.text((6, top + (cell[1] + caption) // 2), name, fill=(0, 0, 0), font=title_font,
-                  anchor="lm")
+        draw.text(
+            (6, top + (cell[1] + caption) // 2), name, fill=(0, 0, 0), font=title_font, anchor="lm"
+        )
         for column in range(samples):
             label, data = style.render(seed, column)
             with Image.open(io.BytesIO(data)) as opened:
                 size = opened.size
-                image = _on_checkerboard(opened.convert("RGBA") if opened.mode in ("RGBA", "P")
-                                         else opened)
+                image = _on_checkerboard(
+                    opened.convert("RGBA") if opened.mode in ("RGBA", "P") else opened
+                )
             zoom = 2 if size[1] * 2 <= cell[1] - 4 and size[0] * 2 <= cell[0] - 10 else 1
             if zoom > 1:
                 image = image.resize((size[0] * zoom, size[1] * zoom), Image.NEAREST)
             image.thumbnail((cell[0] - 10, cell[1] - 4))
             left = title_width + column * cell[0]
             note = f"  x{zoom}" if zoom > 1 else ""
-            draw.text((left, top + 1), f"{label}   {size[0]}x{size[1]}{note}", fill=(0, 0, 120),
-                      font=caption_font)
+            draw.text(
+                (left, top + 1),
+                f"{label}   {size[0]}x{size[1]}{note}",
+                fill=(0, 0, 120),
+                font=caption_font,
+            )
             sheet.paste(image, (left, top + caption))
     return sheet

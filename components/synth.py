@@ -52,16 +52,23 @@ class SynthConfig:
     width: int = setting(200, "image width in pixels")
     height: int = setting(50, "image height in pixels")
     fonts: tuple[str, ...] = setting(
-        (), "a TrueType font file; repeat for several (none: the captcha package's "
-        "DroidSansMono)", flag="--font", metavar="TTF")
+        (),
+        "a TrueType font file; repeat for several (none: the captcha package's DroidSansMono)",
+        flag="--font",
+        metavar="TTF",
+    )
     font_sizes: tuple[int, ...] = ()  # empty: chosen to fit the height
     labels_csv: bool = setting(
-        False, "name files 000000.png ... and write labels.csv instead of putting labels in "
-        "file names")
+        False,
+        "name files 000000.png ... and write labels.csv instead of putting labels in file names",
+    )
     style: str | None = setting(
-        None, "a family of the style zoo (components/styles.py: tiny, wide, dark-dotted, "
+        None,
+        "a family of the style zoo (components/styles.py: tiny, wide, dark-dotted, "
         "classic, jpeg, overlap, tiles, case, math); it draws its own alphabet, lengths, sizes "
-        "and fonts", shown_default="the captcha package's look")
+        "and fonts",
+        shown_default="the captcha package's look",
+    )
 
     def __post_init__(self) -> None:
         if self.style is not None:
@@ -87,12 +94,12 @@ class SynthConfig:
         from components import styles
 
         styles.get_style(self.style)
-        drawn = ("alphabet", "min_length", "max_length", "width", "height", "fonts",
-                 "font_sizes")
+        drawn = ("alphabet", "min_length", "max_length", "width", "height", "fonts", "font_sizes")
         changed = [name for name in drawn if getattr(self, name) != _DEFAULTS[name]]
         if changed:
-            raise ValueError(f"style {self.style!r} draws its own {', '.join(changed)}; "
-                             "leave them unset")
+            raise ValueError(
+                f"style {self.style!r} draws its own {', '.join(changed)}; leave them unset"
+            )
 
     @property
     def writes_labels_csv(self) -> bool:
@@ -179,13 +186,19 @@ def file_name(label: str, index: int, labels_csv: bool, suffix: str = ".png") ->
     return f"{index:06d}{suffix}" if labels_csv else f"{label}_{index}{suffix}"
 
 
-def seeded_captcha_image(text: str, size: tuple[int, int], font_sizes: Sequence[int],
-                         seed_key: str, fonts: Sequence[str] = ()) -> Image.Image:
+def seeded_captcha_image(
+    text: str,
+    size: tuple[int, int],
+    font_sizes: Sequence[int],
+    seed_key: str,
+    fonts: Sequence[str] = (),
+) -> Image.Image:
     """The captcha package's image of `text`, its randomness seeded by `seed_key`."""
     from captcha.image import ImageCaptcha
 
-    drawer = ImageCaptcha(width=size[0], height=size[1], fonts=list(fonts) or None,
-                          font_sizes=tuple(font_sizes))
+    drawer = ImageCaptcha(
+        width=size[0], height=size[1], fonts=list(fonts) or None, font_sizes=tuple(font_sizes)
+    )
     with _seeded_captcha_module() as secrets_stand_in:
         secrets_stand_in.reseed(seed_key)
         return drawer.generate_image(text)
@@ -201,9 +214,13 @@ def render(config: SynthConfig, indices: Sequence[int]) -> list[tuple[int, str, 
     rendered = []
     for index in indices:
         label = label_for(config, index)
-        image = seeded_captcha_image(label, (config.width, config.height),
-                                     config.effective_font_sizes(),
-                                     f"{config.seed}/image/{index}", config.fonts)
+        image = seeded_captcha_image(
+            label,
+            (config.width, config.height),
+            config.effective_font_sizes(),
+            f"{config.seed}/image/{index}",
+            config.fonts,
+        )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         rendered.append((index, label, buffer.getvalue()))
@@ -211,8 +228,9 @@ def render(config: SynthConfig, indices: Sequence[int]) -> list[tuple[int, str, 
 
 
 def _rendered_chunks(config: SynthConfig, workers: int) -> Iterator[list[tuple[int, str, bytes]]]:
-    chunks = [range(start, min(start + CHUNK, config.count))
-              for start in range(0, config.count, CHUNK)]
+    chunks = [
+        range(start, min(start + CHUNK, config.count)) for start in range(0, config.count, CHUNK)
+    ]
     if workers <= 1:
         yield from (render(config, chunk) for chunk in chunks)
         return
@@ -222,8 +240,9 @@ def _rendered_chunks(config: SynthConfig, workers: int) -> Iterator[list[tuple[i
         yield from pool.map(render, [config] * len(chunks), chunks)
 
 
-def generate(out_dir: str, config: SynthConfig, show_progress: bool = True,
-             workers: int = 1) -> list[tuple[str, str]]:
+def generate(
+    out_dir: str, config: SynthConfig, show_progress: bool = True, workers: int = 1
+) -> list[tuple[str, str]]:
     """Write `config.count` captcha PNGs into `out_dir`; returns [(path, label)] in order.
 
     `workers` > 1 renders in that many processes; the files are the same.
@@ -247,8 +266,13 @@ def generate(out_dir: str, config: SynthConfig, show_progress: bool = True,
     if config.writes_labels_csv:
         _write_labels_csv(posixpath.join(out_dir, LABELS_CSV), written)
     seconds = time.perf_counter() - start
-    log.info("wrote %d captchas to %s in %.1f s (%.0f images/s)", len(written), out_dir,
-             seconds, len(written) / max(seconds, 1e-9))
+    log.info(
+        "wrote %d captchas to %s in %.1f s (%.0f images/s)",
+        len(written),
+        out_dir,
+        seconds,
+        len(written) / max(seconds, 1e-9),
+    )
     return written
 
 

@@ -50,8 +50,9 @@ MAX_HOLD_FRACTION = 0.4
 class TrainConfig:
     """How to train (the model's own hyperparameters live in ModelConfig)."""
 
-    epochs: int = setting(100, "at most this many epochs (early stopping or --max-minutes may "
-                          "end sooner)")
+    epochs: int = setting(
+        100, "at most this many epochs (early stopping or --max-minutes may end sooner)"
+    )
     batch_size: int = setting(16, "images per training step")
     monitor: str = SELECTION_SCORE
     # CTC models read nothing for the first epochs (the blank plateau): wait that long.
@@ -70,12 +71,15 @@ class TrainConfig:
     max_restarts: int = 0
     min_learning_rate: float = 1e-5
     augment: AugmentConfig = setting(
-        NO_AUGMENTATION, "train without augmentation (for tens of thousands of captchas, where "
-        "it holds the model back more than it helps)", flag="--no-augment", const=NO_AUGMENTATION)
+        NO_AUGMENTATION,
+        "train without augmentation (for tens of thousands of captchas, where "
+        "it holds the model back more than it helps)",
+        flag="--no-augment",
+        const=NO_AUGMENTATION,
+    )
     validation_percent: int = 10  # of the train split, held out to pick the best epoch
     seed: int = setting(0, "random seed of weights, shuffling and augmentation")
-    max_minutes: float | None = setting(None, "training time budget in minutes",
-                                        metavar="MINUTES")
+    max_minutes: float | None = setting(None, "training time budget in minutes", metavar="MINUTES")
     warm_start: str | None = None  # an earlier model folder; its vocab must be a prefix
     verbose: int | str = "auto"  # Keras progress output; "auto": components.progress
     measure_input_pipeline: bool = True
@@ -132,7 +136,9 @@ def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str)
             continue
         old = old_layers.get(layer.name)
         if old is None or len(old.weights) != len(layer.weights):
-            raise ValueError(f"cannot warm-start: layer {layer.name} differs from {earlier_model_dir}")
+            raise ValueError(
+                f"cannot warm-start: layer {layer.name} differs from {earlier_model_dir}"
+            )
         new_values = []
         for new_weight, old_weight in zip(layer.get_weights(), old.get_weights(), strict=False):
             if layer.name == LOGITS_LAYER and new_weight.shape[:-1] == old_weight.shape[:-1]:
@@ -146,8 +152,9 @@ def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str)
                 )
             new_values.append(new_weight)
         layer.set_weights(new_values)
-    log.info("warm-started from %s (%d -> %d characters)", earlier_model_dir, len(old_vocab),
-             len(vocab))
+    log.info(
+        "warm-started from %s (%d -> %d characters)", earlier_model_dir, len(old_vocab), len(vocab)
+    )
 
 
 class SelectionScore(keras.callbacks.Callback):
@@ -156,9 +163,13 @@ class SelectionScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
         if "val_sequence_accuracy" in logs:
-            logs[SELECTION_SCORE] = logs["val_sequence_accuracy"] - 1e-4 * min(logs["val_loss"], 100.0)
+            logs[SELECTION_SCORE] = logs["val_sequence_accuracy"] - 1e-4 * min(
+                logs["val_loss"], 100.0
+            )
 
 
 class _EpochTimes(keras.callbacks.Callback):
@@ -186,8 +197,13 @@ def _learning_rate(learning_rate: float, config: TrainConfig, steps_per_epoch: i
     )
 
 
-def _schedule(config: TrainConfig, learning_rate: float, steps_per_epoch: int,
-              deadline: float | None, last_attempt: bool) -> keras.callbacks.Callback:
+def _schedule(
+    config: TrainConfig,
+    learning_rate: float,
+    steps_per_epoch: int,
+    deadline: float | None,
+    last_attempt: bool,
+) -> keras.callbacks.Callback:
     """The callback that owns the learning rate and the end of training for this schedule."""
     if config.lr_schedule == "hold-cosine":
         decay_steps = None
@@ -195,15 +211,22 @@ def _schedule(config: TrainConfig, learning_rate: float, steps_per_epoch: int,
             decay_steps = max(config.decay_epochs * steps_per_epoch, config.min_decay_steps)
         budget = None if deadline is None else deadline - time.time()
         return HoldThenCosine(
-            peak=learning_rate, floor=config.min_learning_rate,
-            warmup_steps=config.warmup_epochs * steps_per_epoch, decay_steps=decay_steps,
-            deadline=deadline, plateau_epochs=config.plateau_epochs,
+            peak=learning_rate,
+            floor=config.min_learning_rate,
+            warmup_steps=config.warmup_epochs * steps_per_epoch,
+            decay_steps=decay_steps,
+            deadline=deadline,
+            plateau_epochs=config.plateau_epochs,
             plateau_seconds=None if budget is None else MAX_HOLD_FRACTION * budget,
             last_attempt=last_attempt,
         )
     if config.lr_schedule == "plateau":
         return keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=5, min_lr=config.min_learning_rate, verbose=1,
+            monitor="val_loss",
+            factor=0.5,
+            patience=5,
+            min_lr=config.min_learning_rate,
+            verbose=1,
         )
     return StopAtDeadline(deadline) if deadline is not None else keras.callbacks.Callback()
 
@@ -217,13 +240,19 @@ def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callba
     return [
         SelectionScore(),
         keras.callbacks.EarlyStopping(
-            monitor=config.monitor, mode=mode, patience=patience,
-            start_from_epoch=config.start_from_epoch, restore_best_weights=config.restore_best,
+            monitor=config.monitor,
+            mode=mode,
+            patience=patience,
+            start_from_epoch=config.start_from_epoch,
+            restore_best_weights=config.restore_best,
             verbose=1,
         ),
         keras.callbacks.ModelCheckpoint(
-            posixpath.join(checkpoints, "best.weights.h5"), monitor=config.monitor, mode=mode,
-            save_best_only=True, save_weights_only=True,
+            posixpath.join(checkpoints, "best.weights.h5"),
+            monitor=config.monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
         ),
         keras.callbacks.ModelCheckpoint(
             posixpath.join(checkpoints, "last.weights.h5"), save_weights_only=True
@@ -264,16 +293,26 @@ def run_train(
     fit_ds, validation_ds, counts = fit_and_validation(
         dirs,
         geometry=model_config.geometry,
-        max_label_length=max_label_length, batch_size=train_config.batch_size,
+        max_label_length=max_label_length,
+        batch_size=train_config.batch_size,
         validation_percent=train_config.validation_percent,
-        augment=make_augment(train_config.augment), seed=train_config.seed,
+        augment=make_augment(train_config.augment),
+        seed=train_config.seed,
     )
     steps_per_epoch = -(-counts["fit"] // train_config.batch_size)
     geometry = model_config.geometry
-    log.info("training on %d examples, validating on %d, %d characters, labels up to %d; "
-             "input %dx%d (width scale %.2f, %d frames)", counts["fit"], counts["validation"],
-             len(vocab), max_label_length, geometry.height, geometry.width, geometry.width_scale,
-             geometry.time_steps)
+    log.info(
+        "training on %d examples, validating on %d, %d characters, labels up to %d; "
+        "input %dx%d (width scale %.2f, %d frames)",
+        counts["fit"],
+        counts["validation"],
+        len(vocab),
+        max_label_length,
+        geometry.height,
+        geometry.width,
+        geometry.width_scale,
+        geometry.time_steps,
+    )
 
     with artifact_io.atomic_dir(output_dir) as out:
         attempts = []
@@ -285,27 +324,48 @@ def run_train(
             if train_config.warm_start:
                 warm_start(model, vocab, train_config.warm_start)
             compile_model(model, _learning_rate(learning_rate, train_config, steps_per_epoch))
-            schedule = _schedule(train_config, learning_rate, steps_per_epoch, deadline,
-                                 last_attempt=attempt == train_config.max_restarts)
+            schedule = _schedule(
+                train_config,
+                learning_rate,
+                steps_per_epoch,
+                deadline,
+                last_attempt=attempt == train_config.max_restarts,
+            )
             callbacks = _callbacks(train_config, out)
             epoch_times = _EpochTimes()
             history = model.fit(
-                fit_ds, validation_data=validation_ds, epochs=train_config.epochs,
-                callbacks=[schedule, *callbacks, epoch_times], verbose=keras_verbose(train_config.verbose),
+                fit_ds,
+                validation_data=validation_ds,
+                epochs=train_config.epochs,
+                callbacks=[schedule, *callbacks, epoch_times],
+                verbose=keras_verbose(train_config.verbose),
             )
             stalled = getattr(schedule, "stalled", False)
-            attempts.append({"seed": seed, "learning_rate": learning_rate,
-                             "epochs": len(history.epoch), "stalled": stalled,
-                             "reading_began_epoch": getattr(schedule, "reading_began_epoch", None)})
+            attempts.append(
+                {
+                    "seed": seed,
+                    "learning_rate": learning_rate,
+                    "epochs": len(history.epoch),
+                    "stalled": stalled,
+                    "reading_began_epoch": getattr(schedule, "reading_began_epoch", None),
+                }
+            )
             if not stalled:
                 break
             log.warning(
                 "attempt %d read nothing after %d epochs (%.1f min): the CTC blank plateau. "
-                "Starting again with seed %d and learning rate %.2g", attempt + 1,
-                len(history.epoch), (time.time() - start) / 60, seed + 1, learning_rate / 2)
+                "Starting again with seed %d and learning rate %.2g",
+                attempt + 1,
+                len(history.epoch),
+                (time.time() - start) / 60,
+                seed + 1,
+                learning_rate / 2,
+            )
         train_seconds = time.time() - start
         early_stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
-        best_epoch = early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
+        best_epoch = (
+            early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
+        )
         best = {k: float(v[best_epoch]) for k, v in history.history.items()}
         summary: dict[str, Any] = {
             "model_dir": output_dir,
@@ -325,8 +385,10 @@ def run_train(
             "stopped_by_time_budget": deadline is not None and time.time() >= deadline - 1,
         }
         if not summary["learned"]:
-            log.warning("the model reads %.1f%% of the validation captchas: it did not learn",
-                        100 * best.get("val_sequence_accuracy", 0.0))
+            log.warning(
+                "the model reads %.1f%% of the validation captchas: it did not learn",
+                100 * best.get("val_sequence_accuracy", 0.0),
+            )
         if train_config.measure_input_pipeline:
             # One pass of the cached, augmented input alone vs. a training epoch: the model
             # is starved only if the first approaches the second.
@@ -334,13 +396,20 @@ def run_train(
             summary["input_pipeline"] = {
                 "seconds_per_epoch": round(input_seconds, 2),
                 "images_per_second": round(counts["fit"] / max(input_seconds, 1e-9)),
-                "train_seconds_per_epoch_median": round(sorted(epoch_times.seconds)[len(epoch_times.seconds) // 2], 2),
+                "train_seconds_per_epoch_median": round(
+                    sorted(epoch_times.seconds)[len(epoch_times.seconds) // 2], 2
+                ),
             }
         model.save(posixpath.join(out, MODEL_FILE))
         examples.write_vocab(posixpath.join(out, examples.VOCAB_FILE), vocab)
         model_config.to_json(posixpath.join(out, MODEL_CONFIG_FILE))
         artifact_io.write_json(posixpath.join(out, TRAIN_CONFIG_FILE), train_config.to_dict())
         artifact_io.write_json(posixpath.join(out, SUMMARY_FILE), summary)
-    log.info("model written to %s (best epoch %d of %d, %.0f s)", output_dir, best_epoch + 1,
-             summary["epochs_run"], train_seconds)
+    log.info(
+        "model written to %s (best epoch %d of %d, %.0f s)",
+        output_dir,
+        best_epoch + 1,
+        summary["epochs_run"],
+        train_seconds,
+    )
     return summary

@@ -78,18 +78,24 @@ class TuneConfig:
 
     algorithm: str = setting("hyperband", "search algorithm", choices=ALGORITHMS)
     max_trials: int | None = setting(
-        None, "stop after N trials", shown_default=f"{DEFAULT_MAX_TRIALS} for bayesian and "
-        "random, Hyperband's own schedule for hyperband")
+        None,
+        "stop after N trials",
+        shown_default=f"{DEFAULT_MAX_TRIALS} for bayesian and "
+        "random, Hyperband's own schedule for hyperband",
+    )
     max_epochs: int = setting(30, "epochs per trial (Hyperband's largest bracket)")
     time_budget_minutes: float | None = setting(
-        None, "start no trial and no epoch after this long", flag="--time-budget",
-        metavar="MINUTES")
+        None, "start no trial and no epoch after this long", flag="--time-budget", metavar="MINUTES"
+    )
     overwrite: bool = setting(False, "start again instead of resuming")
     seed: int = setting(0, "random seed of the search and of every trial's weights")
     batch_size: int = setting(16, "images per training step")
     objective: str = setting(
-        SELECTION_SCORE, "what ranks trials: val_score is whole-captcha accuracy on the "
-        "trainer's validation holdout, CTC loss as tie-break", choices=tuple(MONITOR_MODES))
+        SELECTION_SCORE,
+        "what ranks trials: val_score is whole-captcha accuracy on the "
+        "trainer's validation holdout, CTC loss as tie-break",
+        choices=tuple(MONITOR_MODES),
+    )
     patience: int = setting(8, "early stopping inside each trial, in epochs")
     validation_percent: int = TrainConfig.validation_percent  # the trainer's holdout
     hyperband_factor: int = 3
@@ -106,7 +112,9 @@ class TuneConfig:
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
         if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
-            raise ValueError(f"time_budget_minutes must be positive, got {self.time_budget_minutes}")
+            raise ValueError(
+                f"time_budget_minutes must be positive, got {self.time_budget_minutes}"
+            )
         if not 0 < self.validation_percent < 100:
             raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
 
@@ -213,7 +221,9 @@ def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any
             artifact_io.remove(posixpath.join(output_dir, name))
     elif tf.io.gfile.exists(config_path):
         previous = artifact_io.read_json(config_path)
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        changed = sorted(
+            k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k)
+        )
         if changed:
             raise ValueError(
                 f"{output_dir} holds a search started with other settings ({', '.join(changed)}): "
@@ -231,7 +241,9 @@ def _trial_rows(
     rows = []
     for trial in sorted(trials, key=lambda t: int(t.trial_id)):
         # The search space's names, then Hyperband's bookkeeping (tuner/epochs, tuner/trial_id, ...)
-        for name in [hp.name for hp in trial.hyperparameters.space] + list(trial.hyperparameters.values):
+        for name in [hp.name for hp in trial.hyperparameters.space] + list(
+            trial.hyperparameters.values
+        ):
             if name not in names:
                 names.append(name)
         metrics = {
@@ -262,16 +274,27 @@ def _plot_trials(rows: list[dict[str, Any]], names: list[str], objective: str, p
     fig = Figure(figsize=(3.4 * columns, 2.8 * rows_of_panels), layout="constrained")
     axes = list(fig.subplots(rows_of_panels, columns, squeeze=False).flat)
     for ax, name in zip(axes, names, strict=False):
-        points = [(row[name], row["objective"], row is best) for row in scored
-                  if row.get(name) is not None]
+        points = [
+            (row[name], row["objective"], row is best)
+            for row in scored
+            if row.get(name) is not None
+        ]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _, _ in points)
         if not numeric:  # choices and booleans: one column per value, in sorted order
             categories = sorted({str(x) for x, _, _ in points})
             points = [(categories.index(str(x)), y, is_best) for x, y, is_best in points]
             ax.set_xticks(range(len(categories)), categories)
-        ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], color="tab:blue", alpha=0.7)
-        ax.scatter([x for x, _, b in points if b], [y for _, y, b in points if b], color="red",
-                   marker="*", s=150, zorder=3)
+        ax.scatter(
+            [x for x, _, _ in points], [y for _, y, _ in points], color="tab:blue", alpha=0.7
+        )
+        ax.scatter(
+            [x for x, _, b in points if b],
+            [y for _, y, b in points if b],
+            color="red",
+            marker="*",
+            s=150,
+            zorder=3,
+        )
         if not points:
             ax.text(0.5, 0.5, "in no scored trial", ha="center", transform=ax.transAxes)
         elif name == "learning_rate":
@@ -279,10 +302,12 @@ def _plot_trials(rows: list[dict[str, Any]], names: list[str], objective: str, p
             ax.tick_params(axis="x", which="minor", labelbottom=False)
         ax.set_xlabel(name)
         ax.set_ylabel(objective)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.axis("off")
-    fig.suptitle(f"{len(scored)} scored trials of {len(rows)}; best (red star): "
-                 f"trial {best['trial_id'] if best else '-'}")
+    fig.suptitle(
+        f"{len(scored)} scored trials of {len(rows)}; best (red star): "
+        f"trial {best['trial_id'] if best else '-'}"
+    )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     artifact_io.write_file(path, buffer.getvalue())
@@ -316,8 +341,9 @@ def _write_reports(
         report.update(
             best_trial_id=best.trial_id,
             best_score=best.score,
-            best_metrics={m: best.metrics.get_last_value(m) for m in REPORT_METRICS
-                          if best.metrics.exists(m)},
+            best_metrics={
+                m: best.metrics.get_last_value(m) for m in REPORT_METRICS if best.metrics.exists(m)
+            },
             best_hyperparameters=best_config.to_dict(),
         )
     return report
@@ -340,20 +366,26 @@ def run_tune(
     vocab = examples.combined_vocab(dirs)
     max_label_length = examples.max_label_length(dirs)
     base_model_config = base_model_config.with_data_geometry(
-        [examples.read_metadata(d) for d in dirs])
+        [examples.read_metadata(d) for d in dirs]
+    )
     base_model_config.check_label_length(max_label_length)
     role = process_role()
 
     if role != "worker":
         settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
-        settings.update(base_model_config=base_model_config.to_dict(), vocab_size=len(vocab),
-                        max_label_length=max_label_length)
+        settings.update(
+            base_model_config=base_model_config.to_dict(),
+            vocab_size=len(vocab),
+            max_label_length=max_label_length,
+        )
         _prepare_output(output_dir, config, settings)
 
     oracle = _make_oracle(config)
     oracle.deadline = deadline
     if role != "worker":
-        oracle.after_trial = lambda o: _write_reports(o, output_dir, base_model_config, config.objective)
+        oracle.after_trial = lambda o: _write_reports(
+            o, output_dir, base_model_config, config.objective
+        )
     tuner = _Tuner(
         oracle,
         hypermodel=_CaptchaHyperModel(base_model_config, len(vocab), config.seed),
@@ -364,31 +396,41 @@ def run_tune(
     )
     verbose = keras_verbose(config.verbose)
     if role == "chief":
-        log.info("chief: serving the oracle on %s:%s", os.environ["KERASTUNER_ORACLE_IP"],
-                 os.environ["KERASTUNER_ORACLE_PORT"])
+        log.info(
+            "chief: serving the oracle on %s:%s",
+            os.environ["KERASTUNER_ORACLE_IP"],
+            os.environ["KERASTUNER_ORACLE_PORT"],
+        )
         tuner.search(verbose=verbose)
     else:
         fit_ds, validation_ds, counts = fit_and_validation(
             dirs,
             geometry=base_model_config.geometry,
-            max_label_length=max_label_length, batch_size=config.batch_size,
+            max_label_length=max_label_length,
+            batch_size=config.batch_size,
             validation_percent=config.validation_percent,
-            augment=make_augment(config.augment), seed=config.seed,
+            augment=make_augment(config.augment),
+            seed=config.seed,
         )
-        log.info("trials train on %d examples and are scored on %d", counts["fit"],
-                 counts["validation"])
+        log.info(
+            "trials train on %d examples and are scored on %d", counts["fit"], counts["validation"]
+        )
         callbacks: list[keras.callbacks.Callback] = [
             SelectionScore(),
             keras.callbacks.EarlyStopping(
-                monitor=config.objective, mode=MONITOR_MODES[config.objective],
+                monitor=config.objective,
+                mode=MONITOR_MODES[config.objective],
                 patience=config.patience,
             ),
         ]
         if deadline is not None:
             callbacks.append(StopAtDeadline(deadline))
         tuner.search(
-            fit_ds, validation_data=validation_ds, epochs=config.max_epochs,
-            callbacks=callbacks, verbose=verbose,
+            fit_ds,
+            validation_data=validation_ds,
+            epochs=config.max_epochs,
+            callbacks=callbacks,
+            verbose=verbose,
         )
 
     summary: dict[str, Any] = {
@@ -403,8 +445,12 @@ def run_tune(
     summary.update(_write_reports(oracle, output_dir, base_model_config, config.objective))
     summary["objective"] = {"name": config.objective, "direction": MONITOR_MODES[config.objective]}
     summary["best_hyperparameters_path"] = (
-        posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE) if "best_trial_id" in summary else None
+        posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE)
+        if "best_trial_id" in summary
+        else None
     )
     artifact_io.write_file(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
-    log.info("%d trials, best %s -> %s", summary["num_trials"], summary.get("best_score"), output_dir)
+    log.info(
+        "%d trials, best %s -> %s", summary["num_trials"], summary.get("best_score"), output_dir
+    )
     return summary

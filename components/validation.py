@@ -45,17 +45,30 @@ PIPELINE_FOLDER = "Validation"
 @dataclass(frozen=True)
 class ValidateConfig:
     schema_path: str | None = setting(
-        None, "a curated schema.pbtxt", flag="--schema", metavar="SCHEMA",
-        shown_default="infer one from this data and write it")
+        None,
+        "a curated schema.pbtxt",
+        flag="--schema",
+        metavar="SCHEMA",
+        shown_default="infer one from this data and write it",
+    )
     previous_statistics: str | None = setting(
-        None, "the previous batch's validation folder (or one FeatureStats.pb): check drift "
-        "of the character distribution against it", metavar="PATH")
+        None,
+        "the previous batch's validation folder (or one FeatureStats.pb): check drift "
+        "of the character distribution against it",
+        metavar="PATH",
+    )
     drift_threshold: float | None = setting(
-        None, "L-infinity threshold on the character distribution", metavar="X",
-        shown_default=f"the schema's, else {DEFAULT_DRIFT_THRESHOLD}")
+        None,
+        "L-infinity threshold on the character distribution",
+        metavar="X",
+        shown_default=f"the schema's, else {DEFAULT_DRIFT_THRESHOLD}",
+    )
     length_drift_threshold: float | None = setting(
-        None, "L-infinity threshold on the label length distribution", metavar="X",
-        shown_default="off")
+        None,
+        "L-infinity threshold on the label length distribution",
+        metavar="X",
+        shown_default="off",
+    )
     allow_anomalies: bool = setting(False, "report anomalies but go on (exit 0)")
 
     def __post_init__(self) -> None:
@@ -105,7 +118,9 @@ def _previous_statistics(previous: str | None, split: str):
 
 def _drift_thresholds(config: ValidateConfig, schema: schema_pb2.Schema | None) -> dict:
     thresholds: dict[str, float | None] = {}
-    existing = next((f for f in schema.feature if f.name == CHARACTER_FEATURE), None) if schema else None
+    existing = (
+        next((f for f in schema.feature if f.name == CHARACTER_FEATURE), None) if schema else None
+    )
     if config.drift_threshold is not None:
         thresholds[CHARACTER_FEATURE] = config.drift_threshold
     elif existing is None or not existing.HasField("drift_comparator"):
@@ -165,7 +180,9 @@ def run_validate(
     previous = {s: _previous_statistics(config.previous_statistics, s) for s in statistics}
     for split, stats in statistics.items():
         anomalies = example_validator.validate(stats, schema, previous[split])
-        anomalies_paths[split] = posixpath.join(examples.split_dir(output_dir, split), ANOMALIES_FILE)
+        anomalies_paths[split] = posixpath.join(
+            examples.split_dir(output_dir, split), ANOMALIES_FILE
+        )
         tfdv.write_anomalies_text(anomalies, anomalies_paths[split])
         messages[split] = example_validator.describe_anomalies(
             anomalies, stats, schema, previous[split], vocab

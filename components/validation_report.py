@@ -48,9 +48,7 @@ def _int_counts(
     feature = sg.feature_statistics(statistics, name)
     if feature is None:
         return {}
-    return {
-        int(v): n for v, n in sg.value_counts(feature).items() if v.lstrip("-").isdigit()
-    }
+    return {int(v): n for v, n in sg.value_counts(feature).items() if v.lstrip("-").isdigit()}
 
 
 def _outside(schema: schema_pb2.Schema | None, name: str) -> Callable[[int], bool]:
@@ -85,8 +83,12 @@ def _share_chart(
     if previous:
         previous_total = sum(previous.values()) or 1
         axes.plot(
-            positions, [100 * previous.get(k, 0) / previous_total for k in keys],
-            "k_", markersize=12, markeredgewidth=2, label="previous batch",
+            positions,
+            [100 * previous.get(k, 0) / previous_total for k in keys],
+            "k_",
+            markersize=12,
+            markeredgewidth=2,
+            label="previous batch",
         )
         axes.legend(fontsize=7)
     axes.set_xticks(positions)
@@ -116,7 +118,9 @@ def _charts(
         if counts:
             before = _int_counts(previous, name) if previous is not None else {}
             labels = vocab if name == "label_ids" else ()
-            charts.append((title, _share_chart(counts, before, title, _outside(schema, name), labels)))
+            charts.append(
+                (title, _share_chart(counts, before, title, _outside(schema, name), labels))
+            )
     return charts
 
 
@@ -128,7 +132,10 @@ def _summary(feature: statistics_pb2.FeatureNameStatistics, vocab: Sequence[str]
         return f"min {s.min:g}, max {s.max:g}, mean {s.mean:.3g}, std {s.std_dev:.3g}"
     if kind == "bytes_stats":
         s = feature.bytes_stats
-        return f"bytes per value: min {s.min_num_bytes:g}, mean {s.avg_num_bytes:.0f}, max {s.max_num_bytes:g}"
+        return (
+            f"bytes per value: min {s.min_num_bytes:g}, mean {s.avg_num_bytes:.0f}, "
+            f"max {s.max_num_bytes:g}"
+        )
     if kind == "string_stats":
         top = list(sg.value_counts(feature).items())[:8]
         if name == "label_ids":
@@ -141,7 +148,9 @@ def _summary(feature: statistics_pb2.FeatureNameStatistics, vocab: Sequence[str]
     return ""
 
 
-def _feature_table(statistics: statistics_pb2.DatasetFeatureStatisticsList, vocab: Sequence[str]) -> str:
+def _feature_table(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList, vocab: Sequence[str]
+) -> str:
     rows = []
     for feature in sorted(statistics.datasets[0].features, key=lambda f: list(f.path.step)):
         common = sg.common_statistics(feature)
@@ -177,7 +186,9 @@ def write_report(
     ]
     for split, stats in statistics.items():
         messages = anomalies.get(split, [])
-        parts.append(f"<h2>Split {html.escape(split)}: {stats.datasets[0].num_examples} examples</h2>")
+        parts.append(
+            f"<h2>Split {html.escape(split)}: {stats.datasets[0].num_examples} examples</h2>"
+        )
         if messages:
             noun = "anomaly" if len(messages) == 1 else "anomalies"
             parts.append(f"<h3 class='bad'>{len(messages)} {noun}</h3><ul>")
@@ -188,7 +199,9 @@ def write_report(
         parts.append(_feature_table(stats, vocab))
         before = (previous or {}).get(split)
         for alt, data in _charts(stats, before, schema, vocab):
-            parts.append(f"<img alt='{html.escape(split)}: {alt}' src='data:image/png;base64,{data}'>")
+            parts.append(
+                f"<img alt='{html.escape(split)}: {alt}' src='data:image/png;base64,{data}'>"
+            )
     parts.append("</body></html>")
     artifact_io.write_file(path, "\n".join(parts))
     return path

@@ -79,15 +79,20 @@ def add_settings(
             continue
         meta = field.metadata
         shown = meta["shown_default"] or (
-            default_of(field) if default_of else _describe(field.default))
-        kwargs: dict[str, Any] = {"dest": field.name, "default": None,
-                                  "help": f"{meta['help']} (default: {shown})"}
+            default_of(field) if default_of else _describe(field.default)
+        )
+        kwargs: dict[str, Any] = {
+            "dest": field.name,
+            "default": None,
+            "help": f"{meta['help']} (default: {shown})",
+        }
         kind = _value_type(hints[field.name])
         if meta["const"] is not dataclasses.MISSING:
             kwargs.update(action="store_const", const=meta["const"])
         elif kind is bool:
-            kwargs["action"] = (argparse.BooleanOptionalAction if field.default is None
-                                else "store_true")
+            kwargs["action"] = (
+                argparse.BooleanOptionalAction if field.default is None else "store_true"
+            )
         elif kind is tuple:
             kwargs.update(action="append", metavar=meta["metavar"])
         else:
@@ -115,12 +120,19 @@ def _profile_default(field: dataclasses.Field) -> str:
 
 def _add_recipe_flags(p: argparse.ArgumentParser, default_profile: str = DEFAULT_PROFILE) -> None:
     """--profile and --hyperparameters: what `resolve_recipe` combines with TrainConfig flags."""
-    p.add_argument("--profile", choices=tuple(PROFILES), default=default_profile,
-                   help=f"model and training recipe, see pipeline/configs.py "
-                        f"(default: {default_profile})")
-    p.add_argument("--hyperparameters", default=None, metavar="JSON",
-                   help="a ModelConfig JSON (e.g. the tuner's best_hyperparameters.json) "
-                        "instead of the profile's model")
+    p.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default=default_profile,
+        help=f"model and training recipe, see pipeline/configs.py (default: {default_profile})",
+    )
+    p.add_argument(
+        "--hyperparameters",
+        default=None,
+        metavar="JSON",
+        help="a ModelConfig JSON (e.g. the tuner's best_hyperparameters.json) "
+        "instead of the profile's model",
+    )
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -128,22 +140,32 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_examples_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--examples", required=required, nargs="+", metavar="DIR",
-                   help="ExampleGen output folder(s), one per span")
+    p.add_argument(
+        "--examples",
+        required=required,
+        nargs="+",
+        metavar="DIR",
+        help="ExampleGen output folder(s), one per span",
+    )
 
 
 def _recipe(args: argparse.Namespace, **train_changes: Any):
-    return resolve_recipe(args.profile, args.hyperparameters,
-                          **given_settings(TrainConfig, args), **train_changes)
+    return resolve_recipe(
+        args.profile, args.hyperparameters, **given_settings(TrainConfig, args), **train_changes
+    )
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="make seeded synthetic captchas (the captcha package, or "
-                       "a style of the zoo)")
+    p = sub.add_parser(
+        "synth", help="make seeded synthetic captchas (the captcha package, or a style of the zoo)"
+    )
     p.add_argument("--out", required=True, help="folder for the PNGs (local or gs://)")
-    p.add_argument("--length", default=None,
-                   help=f"label length or range, e.g. 5 or 4-6 (default: "
-                        f"{SynthConfig.min_length}-{SynthConfig.max_length})")
+    p.add_argument(
+        "--length",
+        default=None,
+        help=f"label length or range, e.g. 5 or 4-6 (default: "
+        f"{SynthConfig.min_length}-{SynthConfig.max_length})",
+    )
     add_settings(p, SynthConfig)
     p.add_argument("--workers", type=int, default=1, help="render in N processes (same files)")
     p.set_defaults(handler=_run_synth)
@@ -163,8 +185,10 @@ def _run_synth(args: argparse.Namespace, beam_args: list[str]) -> int:
     written = generate(args.out, config, workers=args.workers)
     print(f"wrote {len(written)} captchas to {args.out}")
     if config.writes_labels_csv:
-        print(f"labels in {args.out}/{LABELS_CSV}: pass --labels {args.out}/{LABELS_CSV} "
-              "to ingest or run")
+        print(
+            f"labels in {args.out}/{LABELS_CSV}: pass --labels {args.out}/{LABELS_CSV} "
+            "to ingest or run"
+        )
     return 0
 
 
@@ -182,20 +206,24 @@ def _run_download(args: argparse.Namespace, beam_args: list[str]) -> int:
     result = download(DownloadConfig(**given_settings(DownloadConfig, args)))
     state = "downloaded" if result.downloaded else "already there, nothing to do"
     print(f"{result.dest}: {result.num_images} images ({state})")
-    print(f"zip SHA-256 {result.sha256} ({result.zip_bytes} bytes), kept in "
-          f"{manifest_path(result.dest)}")
+    print(
+        f"zip SHA-256 {result.sha256} ({result.zip_bytes} bytes), kept in "
+        f"{manifest_path(result.dest)}"
+    )
     return 0
 
 
 def _add_ingest(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "ingest", help="ExampleGen: images + labels -> GZIP TFRecords (Beam)",
+        "ingest",
+        help="ExampleGen: images + labels -> GZIP TFRecords (Beam)",
         epilog="Any other --flag is an Apache Beam pipeline option, e.g. --runner=DataflowRunner "
-               "--project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py, or "
-               "--direct_running_mode=multi_processing --direct_num_workers=2.",
+        "--project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py, or "
+        "--direct_running_mode=multi_processing --direct_num_workers=2.",
     )
-    p.add_argument("--images", required=True,
-                   help="folder, glob pattern or gs:// prefix of PNG/JPEG files")
+    p.add_argument(
+        "--images", required=True, help="folder, glob pattern or gs:// prefix of PNG/JPEG files"
+    )
     p.add_argument("--output", required=True, help="output folder (local or gs://)")
     add_settings(p, IngestConfig)
     p.set_defaults(handler=_run_ingest)
@@ -210,23 +238,30 @@ def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
     with Console(stderr=True).status(f"ingesting {args.images} (Apache Beam) ..."):
         metadata = run_ingest(args.images, args.output, config, beam_args)
     reasons = ", ".join(f"{n} {reason}" for reason, n in metadata["rejected_reasons"].items())
-    print(f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
-          f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
-          f"vocabulary of {metadata['vocab_size']} characters -> {args.output}")
+    print(
+        f"{metadata['num_inputs']} in, {metadata['num_written']} written {metadata['counts']}, "
+        f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
+        f"vocabulary of {metadata['vocab_size']} characters -> {args.output}"
+    )
     return 0
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "validate", help="TFDV statistics, schema and anomalies",
+        "validate",
+        help="TFDV statistics, schema and anomalies",
         description="Statistics of every split (a Beam job), a schema (given, or inferred and "
-                    "curated from this data) and the anomalies against it and against the "
-                    "previous batch. Exits 1 when there are anomalies, unless --allow-anomalies.",
+        "curated from this data) and the anomalies against it and against the "
+        "previous batch. Exits 1 when there are anomalies, unless --allow-anomalies.",
         epilog="Any other --flag is an Apache Beam pipeline option, e.g. --runner=DataflowRunner.",
     )
     p.add_argument("--examples", required=True, metavar="OUT", help="an `ingest` output folder")
-    p.add_argument("--output", default=None, metavar="DIR",
-                   help="where statistics, anomalies and report.html go (default: OUT/validation)")
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="where statistics, anomalies and report.html go (default: OUT/validation)",
+    )
     add_settings(p, ValidateConfig)
     p.set_defaults(handler=_run_validate)
 
@@ -257,14 +292,18 @@ def _run_validate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "tune", help="Keras Tuner search over the model's hyperparameters",
+        "tune",
+        help="Keras Tuner search over the model's hyperparameters",
         epilog="Run it again with the same --output to resume. Distributed: set "
-               "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID (chief, "
-               "worker0, worker1, ...) and start the same command on every machine.",
+        "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT and KERASTUNER_TUNER_ID (chief, "
+        "worker0, worker1, ...) and start the same command on every machine.",
     )
     _add_examples_flag(p)
-    p.add_argument("--output", default=None,
-                   help="search state and results (default: tuner/ next to the first --examples)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="search state and results (default: tuner/ next to the first --examples)",
+    )
     _add_recipe_flags(p, default_profile="full")
     add_settings(p, TuneConfig)
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -280,7 +319,8 @@ def _run_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
     config = TuneConfig(**given_settings(TuneConfig, args), verbose=0 if args.quiet else 2)
     base = resolve_recipe(args.profile, args.hyperparameters).model
     output = args.output or posixpath.join(
-        posixpath.dirname(args.examples[0].rstrip("/")) or ".", "tuner")
+        posixpath.dirname(args.examples[0].rstrip("/")) or ".", "tuner"
+    )
     summary = run_tune(args.examples, output, config, base)
     print(json.dumps(summary, indent=2))
     if summary["role"] != "worker" and summary.get("best_hyperparameters_path") is None:
@@ -295,8 +335,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, metavar="MODEL_DIR", help="trained-model folder")
     _add_recipe_flags(p)
     _add_training_flags(p)
-    p.add_argument("--warm-start", default=None, metavar="MODEL_DIR",
-                   help="start from an earlier model whose vocab is a prefix of this one's")
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="MODEL_DIR",
+        help="start from an earlier model whose vocab is a prefix of this one's",
+    )
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
     p.set_defaults(handler=_run_train)
 
@@ -309,18 +353,30 @@ def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     quiet = {"verbose": 0} if args.quiet else {}
     recipe = _recipe(args, warm_start=args.warm_start, **quiet)
     summary = run_train(args.examples, args.output, recipe.model, recipe.train)
-    print(json.dumps({k: summary[k] for k in ("model_dir", "epochs_run", "best_epoch", "best",
-                                              "train_seconds")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("model_dir", "epochs_run", "best_epoch", "best", "train_seconds")
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy, CER, confusions, error list and pictures")
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="a `train` output folder")
-    p.add_argument("--examples", required=True, nargs="+", metavar="DIR",
-                   help="`ingest` output folder(s)")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="folder for metrics.json, errors.csv, confusions.csv and PNGs")
+    p.add_argument(
+        "--examples", required=True, nargs="+", metavar="DIR", help="`ingest` output folder(s)"
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="folder for metrics.json, errors.csv, confusions.csv and PNGs",
+    )
     p.add_argument("--split", choices=("eval", "train"), default="eval")
     p.set_defaults(handler=_run_evaluate)
 
@@ -329,28 +385,47 @@ def _run_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from components.evaluator import run_evaluate
 
     metrics = run_evaluate(args.model, args.examples, args.output, split=args.split)
-    print(f"{metrics['num_examples']} {args.split} captchas: accuracy {metrics['accuracy']:.4f}, "
-          f"CER {metrics['cer']:.4f}, {metrics['num_errors']} errors (see {args.output})")
+    print(
+        f"{metrics['num_examples']} {args.split} captchas: accuracy {metrics['accuracy']:.4f}, "
+        f"CER {metrics['cer']:.4f}, {metrics['num_errors']} errors (see {args.output})"
+    )
     return 0
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="Pusher: SavedModel with decoding, TF Serving layout",
+        "export",
+        help="Pusher: SavedModel with decoding, TF Serving layout",
         description="Export a trained model as EXPORT[/NAME]/<version>/ (the next version) if "
-                    "it is blessed: its serving signature reaches --min-accuracy on the eval "
-                    "split of --examples and is not worse than the newest version already "
-                    "there (evaluated the same way) by more than --tolerance.",
+        "it is blessed: its serving signature reaches --min-accuracy on the eval "
+        "split of --examples and is not worse than the newest version already "
+        "there (evaluated the same way) by more than --tolerance.",
     )
-    p.add_argument("--model", required=True, metavar="TRAINED",
-                   help="trained model folder (the output of `captcha-ocr train`)")
-    p.add_argument("--export-dir", required=True, metavar="EXPORT",
-                   help="TF Serving base path (local or gs://)")
-    p.add_argument("--examples", nargs="+", metavar="EXAMPLES",
-                   help="ExampleGen output folder(s) whose eval split judges the model; "
-                        "without it only --force-push exports")
-    p.add_argument("--metrics", default=None, metavar="METRICS_JSON",
-                   help="the evaluator's metrics.json, kept in the export's assets.extra/")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="TRAINED",
+        help="trained model folder (the output of `captcha-ocr train`)",
+    )
+    p.add_argument(
+        "--export-dir",
+        required=True,
+        metavar="EXPORT",
+        help="TF Serving base path (local or gs://)",
+    )
+    p.add_argument(
+        "--examples",
+        nargs="+",
+        metavar="EXAMPLES",
+        help="ExampleGen output folder(s) whose eval split judges the model; "
+        "without it only --force-push exports",
+    )
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="METRICS_JSON",
+        help="the evaluator's metrics.json, kept in the export's assets.extra/",
+    )
     add_settings(p, PushConfig)
     p.set_defaults(handler=_run_export)
 
@@ -361,11 +436,17 @@ def _run_export(args: argparse.Namespace, beam_args: list[str]) -> int:
     config = PushConfig(**given_settings(PushConfig, args), metrics_path=args.metrics)
     if not args.examples:
         if not config.force:
-            print("export: give --examples (the eval split that blesses the model) or "
-                  "--force-push", file=sys.stderr)
+            print(
+                "export: give --examples (the eval split that blesses the model) or --force-push",
+                file=sys.stderr,
+            )
             return 2
-        version_dir = export_model(args.model, args.export_dir, model_name=config.model_name,
-                                   metrics_path=config.metrics_path)
+        version_dir = export_model(
+            args.model,
+            args.export_dir,
+            model_name=config.model_name,
+            metrics_path=config.metrics_path,
+        )
         print(f"exported without evaluation (--force-push) -> {version_dir}")
         return 0
     result = run_push(args.model, args.examples, args.export_dir, config)
@@ -379,22 +460,40 @@ def _run_export(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict", help="read captchas with an exported model",
+        "predict",
+        help="read captchas with an exported model",
         description="Text and confidence per image file through the export's serving_default "
-                    "signature (what TF Serving runs). Exit status 1 if any file got no answer.",
+        "signature (what TF Serving runs). Exit status 1 if any file got no answer.",
     )
-    p.add_argument("--model", required=True, metavar="EXPORT[/VERSION]",
-                   help="a version folder, or a base path (its newest version is used)")
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="image files (local or gs://); a folder stands for its images")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="EXPORT[/VERSION]",
+        help="a version folder, or a base path (its newest version is used)",
+    )
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="image files (local or gs://); a folder stands for its images",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
-    p.add_argument("--review-dir", default=None, metavar="DIR",
-                   help="copy the captchas read below --review-below, and those that failed to "
-                        "decode, into DIR with a labels.csv to correct (captcha-ocr review DIR)")
-    p.add_argument("--review-below", type=float, default=None, metavar="C",
-                   help="confidence threshold of --review-dir (default: the export's "
-                        "calibration, else review_queue.DEFAULT_REVIEW_BELOW)")
+    p.add_argument(
+        "--review-dir",
+        default=None,
+        metavar="DIR",
+        help="copy the captchas read below --review-below, and those that failed to "
+        "decode, into DIR with a labels.csv to correct (captcha-ocr review DIR)",
+    )
+    p.add_argument(
+        "--review-below",
+        type=float,
+        default=None,
+        metavar="C",
+        help="confidence threshold of --review-dir (default: the export's "
+        "calibration, else review_queue.DEFAULT_REVIEW_BELOW)",
+    )
     p.set_defaults(handler=_run_predict)
 
 
@@ -417,15 +516,21 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.format == "jsonl":
             print(json.dumps(prediction.to_dict(), ensure_ascii=False), flush=True)
         else:
-            table.add_row(prediction.source, prediction.text, f"{prediction.confidence:.3f}",
-                          prediction.error or "")
+            table.add_row(
+                prediction.source,
+                prediction.text,
+                f"{prediction.confidence:.3f}",
+                prediction.error or "",
+            )
     if args.format == "table":
         Console(width=160).print(table)
     if args.review_dir:
         from components.review_queue import queue_predictions
 
-        print(queue_predictions(args.review_dir, predictions, model.path, args.review_below),
-              file=sys.stderr)
+        print(
+            queue_predictions(args.review_dir, predictions, model.path, args.review_below),
+            file=sys.stderr,
+        )
     if failures:
         print(f"{failures} of {len(files)} files got no answer", file=sys.stderr)
     return 1 if failures else 0
@@ -433,10 +538,11 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _add_review(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "review", help="label a review queue in the browser (a page on 127.0.0.1)",
+        "review",
+        help="label a review queue in the browser (a page on 127.0.0.1)",
         description="Serve a page that shows the queue's captchas one at a time with the "
-                    "model's guess to correct: Enter saves, Esc marks unreadable, arrows move. "
-                    "Each answer is written to DIR/labels.csv at once.",
+        "model's guess to correct: Enter saves, Esc marks unreadable, arrows move. "
+        "Each answer is written to DIR/labels.csv at once.",
     )
     p.add_argument("review_dir", metavar="DIR", help="a `predict --review-dir` folder")
     add_settings(p, ReviewConfig)
@@ -466,22 +572,29 @@ def _add_pipeline_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) ->
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "run", help="the whole pipeline, ingestion to export",
+        "run",
+        help="the whole pipeline, ingestion to export",
         description="ExampleGen -> statistics, schema, validation -> Tuner -> Trainer -> "
         "Evaluator -> Pusher. Without --images it generates synthetic captchas. Components whose "
         "outputs are complete (same inputs and config) are skipped, so a crashed run resumes.",
     )
-    p.add_argument("--images", help="folder or file pattern of labelled images (default: synthetic)")
+    p.add_argument(
+        "--images", help="folder or file pattern of labelled images (default: synthetic)"
+    )
     _add_pipeline_flags(p)
     p.set_defaults(handler=_run_run)
 
 
 def _pipeline_config(args: argparse.Namespace, beam_args: list[str]) -> RunConfig:
     return RunConfig(
-        **given_settings(RunConfig, args), images=args.images, labels_csv=args.labels_csv,
-        profile=args.profile, hyperparameters=args.hyperparameters,
+        **given_settings(RunConfig, args),
+        images=args.images,
+        labels_csv=args.labels_csv,
+        profile=args.profile,
+        hyperparameters=args.hyperparameters,
         push=PushConfig(**given_settings(PushConfig, args)),
-        train_overrides=given_settings(TrainConfig, args), beam_args=tuple(beam_args),
+        train_overrides=given_settings(TrainConfig, args),
+        beam_args=tuple(beam_args),
     )
 
 
@@ -506,7 +619,8 @@ def _run_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "retrain", help="add a batch of new captchas as the next span",
+        "retrain",
+        help="add a batch of new captchas as the next span",
         description="Ingest new captchas as the next span with the existing vocabulary, validate "
         "them against the schema and the previous span, train on all spans warm-started from the "
         "current model, and push a new version only if it is not worse.",

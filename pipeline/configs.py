@@ -1,4 +1,4 @@
-"""The recipes, in one place (as TFX templates keep `configs.py`): profiles, demo data, tuner budgets.
+"""The recipes in one place, as TFX templates keep `configs.py`: profiles, demo data, tuner budgets.
 
 Components take plain config dataclasses; this module says which values the pipeline uses.
 `resolve_recipe` is the one way a profile, a hyperparameters file and command-line overrides
@@ -36,11 +36,24 @@ PROFILES: dict[str, Profile] = {
     # them read 95.8 % of 1,000 fresh synthetic captchas (benchmarks/README.md). The rate is
     # held through the CTC plateau, then annealed to the end of the 5 minutes.
     "quick": Profile(
-        model=ModelConfig(image_height=32, conv_filters=(16, 32, 64),
-                          batch_norm=True, dense_units=64, lstm_units=(96,), dropout=0.1,
-                          lstm_dropout=0.1, learning_rate=3e-3),
-        train=TrainConfig(epochs=10_000, batch_size=32, lr_schedule="hold-cosine",
-                          warmup_epochs=1, max_minutes=5.0, max_restarts=1),
+        model=ModelConfig(
+            image_height=32,
+            conv_filters=(16, 32, 64),
+            batch_norm=True,
+            dense_units=64,
+            lstm_units=(96,),
+            dropout=0.1,
+            lstm_dropout=0.1,
+            learning_rate=3e-3,
+        ),
+        train=TrainConfig(
+            epochs=10_000,
+            batch_size=32,
+            lr_schedule="hold-cosine",
+            warmup_epochs=1,
+            max_minutes=5.0,
+            max_restarts=1,
+        ),
     ),
     # The best model: batch norm, a third conv block, augmentation; the input size from the
     # data. Thin early convs (16, 32 filters) where the activations are largest and one
@@ -50,13 +63,27 @@ PROFILES: dict[str, Profile] = {
     # data set needs steps, not epochs), within 14 minutes; an attempt reading nothing after
     # 40 epochs starts again with another seed (twice at most).
     "full": Profile(
-        model=ModelConfig(conv_filters=(16, 32, 64), batch_norm=True, dense_units=128,
-                          lstm_units=(128,), dropout=0.2, lstm_dropout=0.25,
-                          learning_rate=2e-3),
-        train=TrainConfig(epochs=10_000, batch_size=16, lr_schedule="hold-cosine",
-                          warmup_epochs=2, decay_epochs=40, min_decay_steps=3000,
-                          plateau_epochs=40, max_restarts=2, augment=AugmentConfig(),
-                          max_minutes=14.0),
+        model=ModelConfig(
+            conv_filters=(16, 32, 64),
+            batch_norm=True,
+            dense_units=128,
+            lstm_units=(128,),
+            dropout=0.2,
+            lstm_dropout=0.25,
+            learning_rate=2e-3,
+        ),
+        train=TrainConfig(
+            epochs=10_000,
+            batch_size=16,
+            lr_schedule="hold-cosine",
+            warmup_epochs=2,
+            decay_epochs=40,
+            min_decay_steps=3000,
+            plateau_epochs=40,
+            max_restarts=2,
+            augment=AugmentConfig(),
+            max_minutes=14.0,
+        ),
     ),
     # The Keras example "OCR model for reading Captchas", kept as the baseline to beat.
     "keras-example": Profile(model=KERAS_EXAMPLE, train=KERAS_EXAMPLE_TRAINING),

@@ -77,7 +77,13 @@ def write_report(path: str, records: Sequence[Any]) -> str:
                 "Metrics",
                 _table(
                     ["whole-captcha accuracy", "character error rate", "eval captchas"],
-                    [(f"{metrics['accuracy']:.2%}", f"{metrics['cer']:.2%}", metrics["num_examples"])],
+                    [
+                        (
+                            f"{metrics['accuracy']:.2%}",
+                            f"{metrics['cer']:.2%}",
+                            metrics["num_examples"],
+                        )
+                    ],
                 ),
             )
         )
@@ -90,11 +96,15 @@ def write_report(path: str, records: Sequence[Any]) -> str:
         summary = (
             '<p class="good">no anomalies</p>'
             if not anomalies
-            else "<ul>" + "".join(f'<li class="bad">{html.escape(a)}</li>' for a in anomalies) + "</ul>"
+            else "<ul>"
+            + "".join(f'<li class="bad">{html.escape(a)}</li>' for a in anomalies)
+            + "</ul>"
         )
         link = html.escape(validation.get("report_path", ""))
         parts.append(
-            _section("Validation", summary, f'<p>statistics report: <a href="{link}">{link}</a></p>')
+            _section(
+                "Validation", summary, f'<p>statistics report: <a href="{link}">{link}</a></p>'
+            )
         )
     if "Tuner" in steps:
         tuner = steps["Tuner"]

@@ -44,10 +44,13 @@ class RunConfig:
     profile: str = configs.DEFAULT_PROFILE
     hyperparameters: str | None = None  # a ModelConfig JSON replacing the profile's model
     tune: bool | None = setting(
-        None, "run the Keras Tuner search before training",
-        shown_default=f"only with --profile {' or '.join(configs.TUNED_BY_DEFAULT)}")
+        None,
+        "run the Keras Tuner search before training",
+        shown_default=f"only with --profile {' or '.join(configs.TUNED_BY_DEFAULT)}",
+    )
     allow_anomalies: bool = setting(
-        False, "go on when validation finds anomalies or new captchas hold new characters")
+        False, "go on when validation finds anomalies or new captchas hold new characters"
+    )
     push: PushConfig = PushConfig()  # its metrics_path is set by the pipeline
     train_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig
     beam_args: Sequence[str] = ()
@@ -58,8 +61,9 @@ class RunConfig:
 
     def recipe(self, **train_changes: Any) -> configs.Profile:
         """The profile's model and training with this run's overrides."""
-        return configs.resolve_recipe(self.profile, self.hyperparameters,
-                                      **{**self.train_overrides, **train_changes})
+        return configs.resolve_recipe(
+            self.profile, self.hyperparameters, **{**self.train_overrides, **train_changes}
+        )
 
 
 @dataclasses.dataclass
@@ -172,8 +176,11 @@ def _accepted_spans(root: str) -> dict[int, str]:
             continue
         done = [
             posixpath.join(root, component, match.group(0), COMPLETE_MARKER)
-            for component in (example_gen.PIPELINE_FOLDER, validation.PIPELINE_FOLDER,
-                              trainer.PIPELINE_FOLDER)
+            for component in (
+                example_gen.PIPELINE_FOLDER,
+                validation.PIPELINE_FOLDER,
+                trainer.PIPELINE_FOLDER,
+            )
         ]
         if all(tf.io.gfile.exists(marker) for marker in done):
             spans[int(match.group(1))] = posixpath.join(base, match.group(0))
@@ -211,7 +218,9 @@ def _ingest_step(
     from components import example_gen
 
     ingest_config = example_gen.IngestConfig(
-        labels_csv=config.labels_csv, vocab_path=vocab_path, span=span,
+        labels_csv=config.labels_csv,
+        vocab_path=vocab_path,
+        span=span,
         earlier_spans=earlier_spans,
     )
     return orch.step(
@@ -307,8 +316,12 @@ def _evaluate_step(
 
 
 def _push_step(
-    orch: Orchestrator, train: StepRecord, evaluation: StepRecord, span_dirs: list[str],
-    span: int, config: RunConfig,
+    orch: Orchestrator,
+    train: StepRecord,
+    evaluation: StepRecord,
+    span_dirs: list[str],
+    span: int,
+    config: RunConfig,
 ) -> StepRecord:
     from components import evaluator, pusher
 
@@ -379,9 +392,15 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
 def _nothing_served(push: dict[str, Any], training: dict[str, Any], report_path: str) -> str:
     """Why the first version was not pushed, and what to try: a model that did not learn
     must not look like a result."""
-    stuck = "" if training.get("learned", True) else (
-        " It never left the CTC blank plateau (it reads nothing on its validation captchas"
-        f" after {training['epochs_run']} epochs, {len(training.get('attempts', []))} attempts).")
+    stuck = (
+        ""
+        if training.get("learned", True)
+        else (
+            " It never left the CTC blank plateau (it reads nothing on its validation captchas"
+            f" after {training['epochs_run']} epochs,"
+            f" {len(training.get('attempts', []))} attempts)."
+        )
+    )
     return (
         f"nothing was pushed: {push['reason']}.{stuck}\n"
         "  Try: more labelled captchas; --profile full; a longer --max-minutes; check the\n"
@@ -401,7 +420,9 @@ def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any
     else:
         images, images_fingerprint = config.images, files_fingerprint(config.images)
         if config.labels_csv:
-            images_fingerprint = fingerprint(images_fingerprint, files_fingerprint(config.labels_csv))
+            images_fingerprint = fingerprint(
+                images_fingerprint, files_fingerprint(config.labels_csv)
+            )
 
     ingest = _ingest_step(orch, images, images_fingerprint, 0, config)
     validated = _validate_step(orch, ingest, 0, config)
@@ -416,7 +437,7 @@ def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any
 
 
 def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """New captchas as the next span: ingest, validate, warm-start on all spans, push if not worse."""
+    """New captchas as the next span: ingest, validate, warm-start on all spans, push unless worse."""
     from components import example_gen, examples, schema_gen, trainer, validation
     from components.model import ModelConfig
 
@@ -424,7 +445,9 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
         example_gen.read_labels(config.labels_csv)  # a broken CSV is refused before any step
     spans = _accepted_spans(config.workdir)
     if not spans:
-        raise PipelineStopped(f"no trained span under {config.workdir}: run `captcha-ocr run` first")
+        raise PipelineStopped(
+            f"no trained span under {config.workdir}: run `captcha-ocr run` first"
+        )
     if config.images is None:
         raise PipelineStopped("retrain needs --images: the folder of new captchas")
     last = max(spans)
@@ -433,7 +456,11 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
     current_model = orch.path(trainer.PIPELINE_FOLDER, _span_folder(last))
 
     ingest = _ingest_step(
-        orch, config.images, files_fingerprint(config.images), span, config,
+        orch,
+        config.images,
+        files_fingerprint(config.images),
+        span,
+        config,
         vocab_path=posixpath.join(spans[last], examples.VOCAB_FILE),
         earlier_spans=tuple(spans[s] for s in sorted(spans)),
     )
@@ -445,7 +472,10 @@ def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str,
             f"trained or pushed (--allow-anomalies trains on the others):\n  {lines}"
         )
     validated = _validate_step(
-        orch, ingest, span, config,
+        orch,
+        ingest,
+        span,
+        config,
         schema_path=orch.path(validation.PIPELINE_FOLDER, _span_folder(0), schema_gen.SCHEMA_FILE),
         previous_statistics=orch.path(validation.PIPELINE_FOLDER, _span_folder(last)),
     )

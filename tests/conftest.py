@@ -67,11 +67,16 @@ def clean_examples(tmp_path_factory) -> pathlib.Path:
     rng = random.Random(0)
 
     def items(count: int) -> list:
-        labels = ["".join(rng.choice(CLEAN_ALPHABET) for _ in range(rng.randint(2, 4))) for _ in range(count)]
+        labels = [
+            "".join(rng.choice(CLEAN_ALPHABET) for _ in range(rng.randint(2, 4)))
+            for _ in range(count)
+        ]
         return [(clean_captcha(label, rng), label) for label in labels]
 
     output = tmp_path_factory.mktemp("clean_examples") / "examples"
-    return write_examples_dir(output, {"train": items(480), "eval": items(60)}, list(CLEAN_ALPHABET))
+    return write_examples_dir(
+        output, {"train": items(480), "eval": items(60)}, list(CLEAN_ALPHABET)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +92,7 @@ def trained_model_dir(synthetic_examples, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def exported_model_base(trained_model_dir, tmp_path_factory) -> pathlib.Path:
-    """`trained_model_dir` exported by the Pusher (no blessing): a TF Serving base path with `1/`."""
+    """`trained_model_dir` exported by the Pusher (no blessing): a TF Serving base with `1/`."""
     from components.pusher import export_model
 
     base = tmp_path_factory.mktemp("exported_model") / "captcha"

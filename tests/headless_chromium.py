@@ -105,10 +105,14 @@ def _errors(events: list[dict]) -> list[str]:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
-            errors.append(f"exception: {details.get('exception', {}).get('description', details['text'])}")
+            errors.append(
+                f"exception: {details.get('exception', {}).get('description', details['text'])}"
+            )
         elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            errors.append("console: " + " ".join(str(a.get("value", a.get("description")))
-                                                 for a in params["args"]))
+            errors.append(
+                "console: "
+                + " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             errors.append(f"log: {params['entry']['text']} {params['entry'].get('url', '')}")
         elif method == "Network.requestWillBeSent":
@@ -133,17 +137,35 @@ def open_page(browser: str, path: str, timeout: float = 60.0) -> PageReport:
         _dup_to(read_end, 3)
         _dup_to(write_end, 4)
 
-    with (tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile,
-          open(pathlib.Path(profile, "browser.log"), "w+b") as log):
+    with (
+        tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile,
+        open(pathlib.Path(profile, "browser.log"), "w+b") as log,
+    ):
         command = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}", "--remote-debugging-pipe", "--no-first-run",
-            "--no-default-browser-check", "--disable-background-networking", "--disable-sync",
-            "--disable-component-update", "--disable-extensions",
-            "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank",
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-sync",
+            "--disable-component-update",
+            "--disable-extensions",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "about:blank",
         ]
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   close_fds=False, preexec_fn=map_pipes)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            close_fds=False,
+            preexec_fn=map_pipes,
+        )
         for fd in (to_browser_r, from_browser_w):
             os.close(fd)
         pipe = _Pipe(to_browser_w, from_browser_r, timeout)
@@ -152,14 +174,29 @@ def open_page(browser: str, path: str, timeout: float = 60.0) -> PageReport:
             session = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             for domain in ("Page", "Runtime", "Log", "Network"):
                 pipe.call(f"{domain}.enable", session)
-            pipe.call("Network.emulateNetworkConditions", session, offline=True, latency=0,
-                      downloadThroughput=-1, uploadThroughput=-1)
+            pipe.call(
+                "Network.emulateNetworkConditions",
+                session,
+                offline=True,
+                latency=0,
+                downloadThroughput=-1,
+                uploadThroughput=-1,
+            )
             pipe.call("Page.navigate", session, url=pathlib.Path(path).resolve().as_uri())
             pipe.wait_for("Page.loadEventFired")
-            images = pipe.call("Runtime.evaluate", session, expression=_IMAGES_SCRIPT,
-                               awaitPromise=True, returnByValue=True)["result"]["value"]
-            text = pipe.call("Runtime.evaluate", session, expression="document.body.innerText",
-                             returnByValue=True)["result"]["value"]
+            images = pipe.call(
+                "Runtime.evaluate",
+                session,
+                expression=_IMAGES_SCRIPT,
+                awaitPromise=True,
+                returnByValue=True,
+            )["result"]["value"]
+            text = pipe.call(
+                "Runtime.evaluate",
+                session,
+                expression="document.body.innerText",
+                returnByValue=True,
+            )["result"]["value"]
             pipe.call("Browser.close")
         except (RuntimeError, TimeoutError) as error:
             log.seek(0)
@@ -175,7 +212,9 @@ def open_page(browser: str, path: str, timeout: float = 60.0) -> PageReport:
     return PageReport(errors=_errors(pipe.events), images=images, text=text)
 
 
-def assert_renders_offline(browser: str, path: str, expected_text: tuple[str, ...] = ()) -> PageReport:
+def assert_renders_offline(
+    browser: str, path: str, expected_text: tuple[str, ...] = ()
+) -> PageReport:
     """The page loads offline with no errors, every picture decodes, and it shows expected_text."""
     report = open_page(browser, path)
     assert report.errors == [], report.errors

@@ -32,9 +32,16 @@ def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathl
         with tf.io.TFRecordWriter(str(folder / "data_tfrecord-00000-of-00001.gz"), "GZIP") as w:
             for n, (png, label) in enumerate(items):
                 example = examples.make_example(
-                    image=png, image_format="png", height=CLEAN_HEIGHT, width=CLEAN_WIDTH,
-                    channels=1, label=label, label_ids=examples.encode_label(label, vocab),
-                    sha256=examples.sha256_hex(png), source=f"{split}/{label}_{n}.png", span=0,
+                    image=png,
+                    image_format="png",
+                    height=CLEAN_HEIGHT,
+                    width=CLEAN_WIDTH,
+                    channels=1,
+                    label=label,
+                    label_ids=examples.encode_label(label, vocab),
+                    sha256=examples.sha256_hex(png),
+                    source=f"{split}/{label}_{n}.png",
+                    span=0,
                 )
                 w.write(example.SerializeToString())
     examples.write_vocab(str(output / examples.VOCAB_FILE), vocab)
@@ -58,13 +65,16 @@ def clean_captcha(label: str, rng) -> bytes:
     import captcha
     from PIL import Image, ImageDraw, ImageFont
 
-    font = ImageFont.truetype(os.path.join(os.path.dirname(captcha.__file__), "data", "DroidSansMono.ttf"), 18)
+    font = ImageFont.truetype(
+        os.path.join(os.path.dirname(captcha.__file__), "data", "DroidSansMono.ttf"), 18
+    )
     image = Image.new("L", (CLEAN_WIDTH, CLEAN_HEIGHT), color=rng.randint(200, 255))
-    ImageDraw.Draw(image).text((rng.randint(1, 12), rng.randint(0, 3)), label, fill=rng.randint(0, 60), font=font)
+    ImageDraw.Draw(image).text(
+        (rng.randint(1, 12), rng.randint(0, 3)), label, fill=rng.randint(0, 60), font=font
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
 
 
 def write_clean_images(folder: pathlib.Path, count: int, seed: int, alphabet: str = CLEAN_ALPHABET):
@@ -79,8 +89,15 @@ def write_clean_images(folder: pathlib.Path, count: int, seed: int, alphabet: st
 
 # The one tiny network of the tests: trains in seconds, big enough to learn clean captchas.
 TINY_MODEL = ModelConfig(
-    image_height=32, image_width=96, conv_filters=(8, 16), batch_norm=True, dense_units=16,
-    lstm_units=(16,), dropout=0.0, lstm_dropout=0.0, learning_rate=3e-3,
+    image_height=32,
+    image_width=96,
+    conv_filters=(8, 16),
+    batch_norm=True,
+    dense_units=16,
+    lstm_units=(16,),
+    dropout=0.0,
+    lstm_dropout=0.0,
+    learning_rate=3e-3,
 )
 
 
@@ -90,6 +107,7 @@ def tiny_model(**changes) -> ModelConfig:
 
 def tiny_training(**changes) -> TrainConfig:
     """The quick profile's recipe cut to 2 epochs, with no time budget and no output."""
-    quick = PROFILES["quick"].train.replace(epochs=2, max_minutes=None, lr_schedule="cosine",
-                                            verbose=0, measure_input_pipeline=False)
+    quick = PROFILES["quick"].train.replace(
+        epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0, measure_input_pipeline=False
+    )
     return quick.replace(**changes)

@@ -36,8 +36,13 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
 
 GOOD_ENTRIES = {f"captcha_images_v2/{label}.png": png(i) for i, label in enumerate(LABELS)}
 ROUTES = {
-    "/good.zip": make_zip({"captcha_images_v2/": b"", **GOOD_ENTRIES,
-                           "__MACOSX/captcha_images_v2/._226md.png": b"junk"}),
+    "/good.zip": make_zip(
+        {
+            "captcha_images_v2/": b"",
+            **GOOD_ENTRIES,
+            "__MACOSX/captcha_images_v2/._226md.png": b"junk",
+        }
+    ),
     "/traversal.zip": make_zip({**GOOD_ENTRIES, "../evil.png": png(9)}),
     "/absolute.zip": make_zip({**GOOD_ENTRIES, "/tmp/evil.png": png(9)}),
     "/broken-image.zip": make_zip({**GOOD_ENTRIES, "captcha_images_v2/abcde.png": b"\x89PNG"}),
@@ -78,8 +83,13 @@ def server():
 
 
 def config(server: str, route: str, tmp_path, **kwargs) -> DownloadConfig:
-    return DownloadConfig(url=server + route, dest=str(tmp_path / "data" / "captcha_images_v2"),
-                          expected_count=NUM_IMAGES, timeout_seconds=10, **kwargs)
+    return DownloadConfig(
+        url=server + route,
+        dest=str(tmp_path / "data" / "captcha_images_v2"),
+        expected_count=NUM_IMAGES,
+        timeout_seconds=10,
+        **kwargs,
+    )
 
 
 def test_download_verifies_extracts_and_is_idempotent(server, tmp_path):
@@ -92,7 +102,9 @@ def test_download_verifies_extracts_and_is_idempotent(server, tmp_path):
     manifest = json.loads(pathlib.Path(manifest_path(str(dest))).read_text())
     assert manifest["sha256"] == first.sha256 and manifest["url"] == server + "/good.zip"
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "captcha_images_v2", "captcha_images_v2.download.json"]
+        "captcha_images_v2",
+        "captcha_images_v2.download.json",
+    ]
 
     seen = len(Handler.requests_seen)
     second = download(config(server, "/good.zip", tmp_path), show_progress=False)
@@ -121,17 +133,29 @@ def test_bad_downloads_fail_and_leave_nothing(server, tmp_path, route, message):
 
 def test_wrong_count_and_pinned_digest_are_refused(server, tmp_path):
     with pytest.raises(DownloadError, match=f"expected {NUM_IMAGES + 1} PNG files"):
-        download(DownloadConfig(url=server + "/good.zip", dest=str(tmp_path / "a"),
-                                expected_count=NUM_IMAGES + 1), show_progress=False)
+        download(
+            DownloadConfig(
+                url=server + "/good.zip", dest=str(tmp_path / "a"), expected_count=NUM_IMAGES + 1
+            ),
+            show_progress=False,
+        )
     with pytest.raises(DownloadError, match="SHA-256"):
-        download(config(server, "/good.zip", tmp_path, expected_sha256="0" * 64),
-                 show_progress=False)
+        download(
+            config(server, "/good.zip", tmp_path, expected_sha256="0" * 64), show_progress=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_cli_download_prints_the_digest(server, tmp_path, capsys):
-    args = ["download", "--url", server + "/good.zip", "--dest", str(tmp_path / "d"),
-            "--expected-count", str(NUM_IMAGES)]
+    args = [
+        "download",
+        "--url",
+        server + "/good.zip",
+        "--dest",
+        str(tmp_path / "d"),
+        "--expected-count",
+        str(NUM_IMAGES),
+    ]
     assert cli.main(args) == 0
     digest = hashlib.sha256(ROUTES["/good.zip"]).hexdigest()
     assert digest in capsys.readouterr().out

@@ -46,7 +46,13 @@ def test_edit_distance_hand_computed(truth, prediction, distance):
 
 def test_alignment_pairs_explain_the_distance():
     assert align("kitten", "sitting") == [
-        ("k", "s"), ("i", "i"), ("t", "t"), ("t", "t"), ("e", "i"), ("n", "n"), (GAP, "g"),
+        ("k", "s"),
+        ("i", "i"),
+        ("t", "t"),
+        ("t", "t"),
+        ("e", "i"),
+        ("n", "n"),
+        (GAP, "g"),
     ]
     assert align("abcde", "abde") == [("a", "a"), ("b", "b"), ("c", GAP), ("d", "d"), ("e", "e")]
     for truth, prediction in [("flaw", "lawn"), ("226md", "22md"), ("xy", "yxy")]:
@@ -69,7 +75,9 @@ def test_reading_metrics_hand_computed():
         reading_metrics([], [])
 
 
-def test_run_evaluate_writes_metrics_csvs_and_pictures(trained_model_dir, synthetic_examples, tmp_path):
+def test_run_evaluate_writes_metrics_csvs_and_pictures(
+    trained_model_dir, synthetic_examples, tmp_path
+):
     output = tmp_path / "evaluation"
     metrics = run_evaluate(str(trained_model_dir), str(synthetic_examples), str(output))
     readings = predict_split(str(trained_model_dir), str(synthetic_examples), "eval")
@@ -83,11 +91,17 @@ def test_run_evaluate_writes_metrics_csvs_and_pictures(trained_model_dir, synthe
 
     with open(output / ERRORS_FILE) as f:
         errors = list(csv.DictReader(f))
-    wrong = {(s, t, p) for s, t, p in zip(readings["sources"], labels, predictions, strict=False) if t != p}
+    wrong = {
+        (s, t, p)
+        for s, t, p in zip(readings["sources"], labels, predictions, strict=False)
+        if t != p
+    }
     assert {(r["source"], r["label"], r["prediction"]) for r in errors} == wrong
     assert len(errors) == metrics["num_errors"]
     assert all(0.0 <= float(r["confidence"]) <= 1.0 for r in errors)
-    assert all(int(r["edit_distance"]) == edit_distance(r["label"], r["prediction"]) for r in errors)
+    assert all(
+        int(r["edit_distance"]) == edit_distance(r["label"], r["prediction"]) for r in errors
+    )
 
     with open(output / CONFUSIONS_FILE) as f:
         confusion_rows = list(csv.DictReader(f))

@@ -43,8 +43,9 @@ def read_examples(examples_dir: pathlib.Path) -> dict[str, list[dict]]:
     for split in examples.SPLITS:
         rows = []
         for ex in dataset.read_split(str(examples_dir), split):
-            rows.append({k: (v.numpy().tolist() if k == "label_ids" else v.numpy())
-                         for k, v in ex.items()})
+            rows.append(
+                {k: (v.numpy().tolist() if k == "label_ids" else v.numpy()) for k, v in ex.items()}
+            )
         out[split] = rows
     return out
 
@@ -55,8 +56,10 @@ def read_rejected(examples_dir: pathlib.Path) -> dict[str, dict]:
 
 
 def shard_bytes(examples_dir: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(examples_dir)): p.read_bytes()
-            for p in sorted(examples_dir.glob("Split-*/*.gz"))}
+    return {
+        str(p.relative_to(examples_dir)): p.read_bytes()
+        for p in sorted(examples_dir.glob("Split-*/*.gz"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +70,30 @@ def real_examples(real_captchas, tmp_path_factory) -> tuple[pathlib.Path, dict]:
 
 def test_real_data_counts_and_vocab(real_examples):
     output, metadata = real_examples
-    assert (metadata["num_inputs"], metadata["num_written"], metadata["num_rejected"]) == (1040, 1040, 0)
+    assert (metadata["num_inputs"], metadata["num_written"], metadata["num_rejected"]) == (
+        1040,
+        1040,
+        0,
+    )
     vocab = examples.read_vocab(str(output / examples.VOCAB_FILE))
     assert len(vocab) == 19 and vocab == sorted(vocab)
     assert metadata["vocab_size"] == 19
     assert sum(metadata["counts"].values()) == 1040
     assert metadata["label_length_range"] == [5, 5] and metadata["max_label_length"] == 5
-    assert metadata["image_height_range"] == [50, 50] and metadata["image_width_range"] == [200, 200]
+    assert metadata["image_height_range"] == [50, 50] and metadata["image_width_range"] == [
+        200,
+        200,
+    ]
     assert sum(metadata["character_counts"].values()) == 5 * 1040
     assert json.loads((output / examples.METADATA_FILE).read_text()) == metadata
     assert (output / examples.REJECTED_FILE).read_text() == ""
     assert sorted(p.name for p in output.iterdir()) == [
-        "Split-eval", "Split-train", "metadata.json", "rejected.jsonl", "vocab.txt"]
+        "Split-eval",
+        "Split-train",
+        "metadata.json",
+        "rejected.jsonl",
+        "vocab.txt",
+    ]
     assert not list(output.parent.glob(".*tmp*")), "the temporary folder was left behind"
 
 
@@ -122,8 +137,11 @@ def test_new_images_move_no_old_image_between_splits(real_examples, real_captcha
     assert metadata["num_written"] == 1140 and metadata["num_rejected"] == 0
 
     def split_by_sha(examples_dir):
-        return {ex["sha256"]: split for split, rows in read_examples(examples_dir).items()
-                for ex in rows}
+        return {
+            ex["sha256"]: split
+            for split, rows in read_examples(examples_dir).items()
+            for ex in rows
+        }
 
     before, after = split_by_sha(output), split_by_sha(tmp_path / "out")
     assert len(after) == 1140
@@ -187,16 +205,21 @@ def test_planted_bad_inputs_are_rejected_with_reasons(planted, tmp_path, synthet
     }
     assert {name: r["reason"] for name, r in rejected.items()} == expected
     assert rejected[f"{good[0].name.split('_')[0]}_900.png"]["detail"].endswith(good[0].name)
-    written = {pathlib.Path(ex["source"].decode()).name
-               for rows in read_examples(tmp_path / "out").values() for ex in rows}
+    written = {
+        pathlib.Path(ex["source"].decode()).name
+        for rows in read_examples(tmp_path / "out").values()
+        for ex in rows
+    }
     assert written == good_names
     assert metadata["num_inputs"] == len(written) + len(rejected) == 21
     assert metadata["rejected_reasons"][CONFLICTING_LABELS] == 2
 
 
 def test_synth_output_ingests_with_labels_as_generated(synthetic_examples):
-    expected = {file_name(label, i, False): label
-                for i, label in enumerate(make_labels(SynthConfig(count=SYNTHETIC_COUNT, seed=0)))}
+    expected = {
+        file_name(label, i, False): label
+        for i, label in enumerate(make_labels(SynthConfig(count=SYNTHETIC_COUNT, seed=0)))
+    }
     rows = [ex for rows in read_examples(synthetic_examples).values() for ex in rows]
     got = {pathlib.Path(ex["source"].decode()).name: ex["label"].decode() for ex in rows}
     assert got == expected
@@ -206,30 +229,40 @@ def test_synth_output_ingests_with_labels_as_generated(synthetic_examples):
 
 def test_labels_from_csv(tmp_path):
     folder = tmp_path / "csv_images"
-    written = generate(str(folder), SynthConfig(count=8, seed=3, labels_csv=True),
-                       show_progress=False)
+    written = generate(
+        str(folder), SynthConfig(count=8, seed=3, labels_csv=True), show_progress=False
+    )
     (folder / "unlisted.png").write_bytes(png_variant(pathlib.Path(written[0][0]), 1))
     with open(folder / "labels.csv", "a", newline="") as f:
         csv.writer(f).writerow(["missing.png", "abcd"])
-    metadata = run_ingest(str(folder), str(tmp_path / "out"),
-                          IngestConfig(labels_csv=str(folder / "labels.csv")))
-    got = {pathlib.Path(ex["source"].decode()).name: ex["label"].decode()
-           for rows in read_examples(tmp_path / "out").values() for ex in rows}
+    metadata = run_ingest(
+        str(folder), str(tmp_path / "out"), IngestConfig(labels_csv=str(folder / "labels.csv"))
+    )
+    got = {
+        pathlib.Path(ex["source"].decode()).name: ex["label"].decode()
+        for rows in read_examples(tmp_path / "out").values()
+        for ex in rows
+    }
     assert got == {pathlib.Path(p).name: label for p, label in written}
     reasons = {name: r["reason"] for name, r in read_rejected(tmp_path / "out").items()}
     assert reasons == {"unlisted.png": EMPTY_LABEL, "missing.png": UNREADABLE}
     assert metadata["num_inputs"] == 10
     (folder / "bad.csv").write_text("file,text\n000000.png,abcd\n")
     with pytest.raises(ValueError, match="filename,label"):
-        run_ingest(str(folder), str(tmp_path / "bad"), IngestConfig(labels_csv=str(folder / "bad.csv")))
+        run_ingest(
+            str(folder), str(tmp_path / "bad"), IngestConfig(labels_csv=str(folder / "bad.csv"))
+        )
 
 
 def test_fixed_vocab_rejects_unknown_characters_and_keeps_ids(synthetic_images, tmp_path):
     vocab_path = tmp_path / "vocab.txt"
     vocab = list("9876543210abcdefghijklmnopqrstuvw")  # no x, y, z; deliberately unsorted
     examples.write_vocab(str(vocab_path), vocab)
-    metadata = run_ingest(str(synthetic_images), str(tmp_path / "out"),
-                          IngestConfig(vocab_path=str(vocab_path), span=3))
+    metadata = run_ingest(
+        str(synthetic_images),
+        str(tmp_path / "out"),
+        IngestConfig(vocab_path=str(vocab_path), span=3),
+    )
     assert (tmp_path / "out" / "vocab.txt").read_text() == vocab_path.read_text()
     rejected = read_rejected(tmp_path / "out")
     assert rejected and {r["reason"] for r in rejected.values()} == {BAD_CHARACTER}
@@ -241,31 +274,39 @@ def test_fixed_vocab_rejects_unknown_characters_and_keeps_ids(synthetic_images, 
         assert ex["span"] == 3
 
 
-def test_images_of_earlier_spans_are_rejected_naming_the_span(synthetic_images, synthetic_examples,
-                                                                tmp_path):
+def test_images_of_earlier_spans_are_rejected_naming_the_span(
+    synthetic_images, synthetic_examples, tmp_path
+):
     batch = tmp_path / "batch"
     generate(str(batch), SynthConfig(count=20, seed=11), show_progress=False)
     earlier = sorted(synthetic_images.iterdir())[:6]
     for n, path in enumerate(earlier[:5]):  # same bytes and label, another file name
         shutil.copy(path, batch / f"{path.name.split('_')[0]}_again{n}.png")
     shutil.copy(earlier[5], batch / "relabelled_1.png")  # same bytes, another label
-    config = IngestConfig(vocab_path=str(synthetic_examples / examples.VOCAB_FILE), span=1,
-                          earlier_spans=(str(synthetic_examples),))
+    config = IngestConfig(
+        vocab_path=str(synthetic_examples / examples.VOCAB_FILE),
+        span=1,
+        earlier_spans=(str(synthetic_examples),),
+    )
     metadata = run_ingest(str(batch), str(tmp_path / "span-1"), config)
 
     rejected = read_rejected(tmp_path / "span-1")
     duplicates = {name: r for name, r in rejected.items() if r["reason"] == DUPLICATE}
-    assert sorted(duplicates) == sorted(f"{p.name.split('_')[0]}_again{n}.png"
-                                        for n, p in enumerate(earlier[:5]))
+    assert sorted(duplicates) == sorted(
+        f"{p.name.split('_')[0]}_again{n}.png" for n, p in enumerate(earlier[:5])
+    )
     for n, path in enumerate(earlier[:5]):
         row = duplicates[f"{path.name.split('_')[0]}_again{n}.png"]
         assert row["detail"] == f"already in span 0 as {path}" and row["earlier_span"] == 0
     relabelled = rejected["relabelled_1.png"]
     assert relabelled["reason"] == CONFLICTING_LABELS and relabelled["earlier_span"] == 0
     assert relabelled["detail"].startswith(f"already in span 0 as {earlier[5]}, labelled ")
-    assert metadata["num_written"] == 20 - sum(r["reason"] == BAD_CHARACTER for r in rejected.values())
-    written = {ex["sha256"].decode() for rows in read_examples(tmp_path / "span-1").values()
-               for ex in rows}
+    assert metadata["num_written"] == 20 - sum(
+        r["reason"] == BAD_CHARACTER for r in rejected.values()
+    )
+    written = {
+        ex["sha256"].decode() for rows in read_examples(tmp_path / "span-1").values() for ex in rows
+    }
     assert not written & {examples.sha256_hex(p.read_bytes()) for p in earlier}
 
 
@@ -288,17 +329,24 @@ def test_overwrite_replaces_output(synthetic_images, tmp_path):
         run_ingest(str(synthetic_images), str(output), IngestConfig(num_shards=1))
     run_ingest(str(synthetic_images), str(output), IngestConfig(num_shards=1, overwrite=True))
     assert not (output / "stale.txt").exists()
-    assert sorted(p.name for p in output.glob("Split-*/*")) == [
-        "data_tfrecord-00000-of-00001.gz"] * 2
+    assert (
+        sorted(p.name for p in output.glob("Split-*/*")) == ["data_tfrecord-00000-of-00001.gz"] * 2
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_dataflow_pipeline_constructs_and_serialises(synthetic_images):
-    options = PipelineOptions([
-        "--runner=DataflowRunner", "--project=captcha-ocr-test", "--region=europe-west1",
-        "--temp_location=gs://captcha-ocr-test/tmp", "--setup_file=./setup.py",
-        "--dry_run=True", "--no_auth",  # validate options without calling Google Cloud
-    ])
+    options = PipelineOptions(
+        [
+            "--runner=DataflowRunner",
+            "--project=captcha-ocr-test",
+            "--region=europe-west1",
+            "--temp_location=gs://captcha-ocr-test/tmp",
+            "--setup_file=./setup.py",
+            "--dry_run=True",
+            "--no_auth",  # validate options without calling Google Cloud
+        ]
+    )
     plan = plan_ingest(str(synthetic_images), "gs://captcha-ocr-test/examples", IngestConfig())
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan)
@@ -307,7 +355,9 @@ def test_dataflow_pipeline_constructs_and_serialises(synthetic_images):
     assert {"Inspect", "ResolveDuplicates", "WriteShards", "WriteSummary"} <= names
     assert len(proto.components.transforms) > 20
     rebuilt = beam.Pipeline.from_runner_api(proto, pipeline.runner, options)  # unpickles DoFns
-    assert rebuilt.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
+    assert (
+        rebuilt.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
+    )
 
 
 def test_multi_processing_matches_in_memory(synthetic_images, synthetic_examples, tmp_path):
@@ -321,8 +371,20 @@ def test_multi_processing_matches_in_memory(synthetic_images, synthetic_examples
 
 def test_cli_ingest_passes_beam_options(synthetic_images, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = cli.main(["ingest", "--images", str(synthetic_images), "--output", str(out),
-                     "--eval-percent", "50", "--num-shards", "2", "--job_name=cli-test"])
+    code = cli.main(
+        [
+            "ingest",
+            "--images",
+            str(synthetic_images),
+            "--output",
+            str(out),
+            "--eval-percent",
+            "50",
+            "--num-shards",
+            "2",
+            "--job_name=cli-test",
+        ]
+    )
     assert code == 0
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["eval_percent"] == 50 and metadata["num_shards"] == 2

@@ -26,7 +26,9 @@ from components.object_store import list_objects, publish_folder
 from components.predict import SAVED_MODEL_FILE
 
 gcp_storage_emulator = pytest.importorskip(
-    "gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed (pip install -e '.[test]')")
+    "gcp_storage_emulator.server",
+    reason="gcp-storage-emulator is not installed (pip install -e '.[test]')",
+)
 
 BUCKET = "captcha-ocr-test"
 RAW = CompressionTypes.UNCOMPRESSED  # copies byte for byte, .gz included
@@ -38,8 +40,9 @@ def bucket():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = gcp_storage_emulator.create_server("127.0.0.1", port, in_memory=True,
-                                                default_bucket=BUCKET)
+    server = gcp_storage_emulator.create_server(
+        "127.0.0.1", port, in_memory=True, default_bucket=BUCKET
+    )
     server.start()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
@@ -68,16 +71,24 @@ def download(url: str, local: pathlib.Path) -> None:
 
 def complete_versions(base: str) -> list[int]:
     """What a reader that requires saved_model.pb (saved_model_versions) counts under `base`."""
-    return sorted({int(name.split("/")[0]) for name in list_objects(base)
-                   if name.split("/")[0].isdigit() and name.endswith("/" + SAVED_MODEL_FILE)
-                   and name.count("/") == 1})
+    return sorted(
+        {
+            int(name.split("/")[0])
+            for name in list_objects(base)
+            if name.split("/")[0].isdigit()
+            and name.endswith("/" + SAVED_MODEL_FILE)
+            and name.count("/") == 1
+        }
+    )
 
 
 def test_ingest_from_and_into_a_bucket(bucket, synthetic_images, synthetic_examples, tmp_path):
     upload(synthetic_images, f"{bucket}/images")
     metadata = run_ingest(f"{bucket}/images", str(tmp_path / "local"), IngestConfig())
     local = json.loads((synthetic_examples / examples.METADATA_FILE).read_text())
-    assert metadata["counts"] == local["counts"] and metadata["num_rejected"] == local["num_rejected"]
+    assert (
+        metadata["counts"] == local["counts"] and metadata["num_rejected"] == local["num_rejected"]
+    )
     rejected = (tmp_path / "local" / examples.REJECTED_FILE).read_text().splitlines()
     assert all(json.loads(row)["source"].startswith(f"{bucket}/images/") for row in rejected)
 
@@ -85,11 +96,16 @@ def test_ingest_from_and_into_a_bucket(bucket, synthetic_images, synthetic_examp
     output = f"{bucket}/examples"
     assert run_ingest(f"{bucket}/images", output, IngestConfig()) == metadata
     download(output, tmp_path / "from-bucket")
-    written = sorted(str(p.relative_to(tmp_path / "local"))
-                     for p in (tmp_path / "local").rglob("*") if p.is_file())
+    written = sorted(
+        str(p.relative_to(tmp_path / "local"))
+        for p in (tmp_path / "local").rglob("*")
+        if p.is_file()
+    )
     assert list_objects(output) == written
     for name in written:
-        assert (tmp_path / "from-bucket" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+        assert (tmp_path / "from-bucket" / name).read_bytes() == (
+            tmp_path / "local" / name
+        ).read_bytes()
     with pytest.raises(FileExistsError, match="complete ExampleGen output"):
         run_ingest(f"{bucket}/images", output, IngestConfig())
 
@@ -119,8 +135,16 @@ def test_publish_shows_the_version_only_when_whole(bucket, exported_model_base, 
         "png = tf.io.encode_png(tf.fill([50, 200, 1], tf.constant(255, tf.uint8)))\n"
         "print(m(image_bytes=tf.reshape(png, [1]))['valid'].numpy().tolist())\n"
     )
-    answer = subprocess.run([sys.executable, "-c", script, str(tmp_path / "1")], check=True,
-                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    answer = (
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "1")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert answer == "[True]"
 
 
@@ -133,8 +157,9 @@ def test_an_interrupted_publish_leaves_no_complete_version(bucket, exported_mode
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        publish_folder(f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE,
-                       after_each=die_half_way)
+        publish_folder(
+            f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE, after_each=die_half_way
+        )
     assert 0 < len(list_objects(f"{base}/1")) < len(staged)
     assert SAVED_MODEL_FILE not in list_objects(f"{base}/1")
     assert complete_versions(base) == []

@@ -36,7 +36,9 @@ def test_a_good_page_passes(browser, tmp_path):
     Image.new("L", (3, 2), color=128).save(buffer, format="PNG")
     pixel = base64.b64encode(buffer.getvalue()).decode()
     page = tmp_path / "good.html"
-    page.write_text(f"<html><body><p>fine</p><img alt='pixel' src='data:image/png;base64,{pixel}'>"
-                    "</body></html>")
+    page.write_text(
+        f"<html><body><p>fine</p><img alt='pixel' src='data:image/png;base64,{pixel}'>"
+        "</body></html>"
+    )
     report = headless_chromium.assert_renders_offline(browser, str(page), ("fine",))
     assert report.images == [["pixel", 3, 2, ""]]

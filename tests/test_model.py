@@ -65,8 +65,13 @@ def test_keras_example_preset_is_the_example_architecture():
 
 
 def test_model_config_json_round_trip_and_label_length_check(tmp_path):
-    config = ModelConfig(image_height=50, image_width=200, conv_filters=(16, 32, 64),
-                         batch_norm=True, lstm_units=(64,))
+    config = ModelConfig(
+        image_height=50,
+        image_width=200,
+        conv_filters=(16, 32, 64),
+        batch_norm=True,
+        lstm_units=(64,),
+    )
     config.to_json(str(tmp_path / "hp.json"))
     assert ModelConfig.from_json(str(tmp_path / "hp.json")) == config
     assert config.time_steps == 50 and config.max_label_length == 24
@@ -80,13 +85,19 @@ def test_model_config_json_round_trip_and_label_length_check(tmp_path):
 
 def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_examples):
     kwargs = dict(geometry=Geometry(24, 64, 1.0), max_label_length=4, batch_size=8)
-    augment = make_augment(AugmentConfig(max_shift=0.1, max_rotation_degrees=5, max_noise_stddev=0.05))
+    augment = make_augment(
+        AugmentConfig(max_shift=0.1, max_rotation_degrees=5, max_noise_stddev=0.05)
+    )
     tf.random.set_seed(1)
     plain = list(make_dataset(str(clean_examples), examples.TRAIN, **kwargs))
-    varied = list(make_dataset(str(clean_examples), examples.TRAIN, training=True, augment=augment,
-                               seed=3, **kwargs))
-    shuffled_plain = list(make_dataset(str(clean_examples), examples.TRAIN, training=True, seed=3,
-                                       **kwargs))
+    varied = list(
+        make_dataset(
+            str(clean_examples), examples.TRAIN, training=True, augment=augment, seed=3, **kwargs
+        )
+    )
+    shuffled_plain = list(
+        make_dataset(str(clean_examples), examples.TRAIN, training=True, seed=3, **kwargs)
+    )
     # Same shuffle seed: the same labels in the same order, with and without augmentation.
     for (images, labels), (plain_images, plain_labels) in zip(varied, shuffled_plain, strict=False):
         np.testing.assert_array_equal(labels.numpy(), plain_labels.numpy())
@@ -97,7 +108,11 @@ def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_example
     stored = [ex["image"] for ex in read_split(str(clean_examples), examples.TRAIN)]
     eval_images = tf.concat([images for images, _ in plain], axis=0)
     eval_with_augment = tf.concat(
-        [i for i, _ in make_dataset(str(clean_examples), examples.TRAIN, augment=augment, **kwargs)], 0
+        [
+            i
+            for i, _ in make_dataset(str(clean_examples), examples.TRAIN, augment=augment, **kwargs)
+        ],
+        0,
     )
     expected = tf.stack([preprocess_image(b, Geometry(24, 64, 1.0)) for b in stored])
     np.testing.assert_array_equal(eval_images.numpy(), expected.numpy())
@@ -114,23 +129,42 @@ def test_augment_batch_keeps_shape_range_and_identity_when_off():
 
 
 def test_fold_batch_norm_gives_the_same_logits_without_batch_norm_layers():
-    config = ModelConfig(image_height=32, image_width=64, conv_filters=(8, 16, 16),
-                         batch_norm=True, dense_units=16, lstm_units=(16,))
+    config = ModelConfig(
+        image_height=32,
+        image_width=64,
+        conv_filters=(8, 16, 16),
+        batch_norm=True,
+        dense_units=16,
+        lstm_units=(16,),
+    )
     model = build_model(config, vocab_size=5)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             channels = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(-2, 2, channels), rng.normal(0, 1, channels),
-                               rng.normal(0, 1, channels), rng.uniform(0.1, 3, channels)])
+            layer.set_weights(
+                [
+                    rng.uniform(-2, 2, channels),
+                    rng.normal(0, 1, channels),
+                    rng.normal(0, 1, channels),
+                    rng.uniform(0.1, 3, channels),
+                ]
+            )
     images = rng.uniform(0, 1, (4, 32, 64, 1)).astype("float32")
 
     folded = fold_batch_norm(model, config)
 
     assert not [la for la in folded.layers if isinstance(la, keras.layers.BatchNormalization)]
     assert [la.name for la in folded.layers if la.name.startswith("conv") and la.weights] == [
-        "conv1", "conv2", "conv3"]
+        "conv1",
+        "conv2",
+        "conv3",
+    ]
     expected = model(images, training=False).numpy()
-    np.testing.assert_allclose(folded(images, training=False).numpy(), expected,
-                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        folded(images, training=False).numpy(),
+        expected,
+        rtol=1e-4,
+        atol=1e-4 * np.abs(expected).max(),
+    )
     assert fold_batch_norm(folded, dataclasses.replace(config, batch_norm=False)) is folded

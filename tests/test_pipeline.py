@@ -67,7 +67,13 @@ def first_run(project):
 
 
 def test_run_trains_and_exports_a_servable_model(project, first_run):
-    assert list(statuses(first_run)) == ["ExampleGen", "Validation", "Trainer", "Evaluator", "Pusher"]
+    assert list(statuses(first_run)) == [
+        "ExampleGen",
+        "Validation",
+        "Trainer",
+        "Evaluator",
+        "Pusher",
+    ]
     assert set(statuses(first_run).values()) == {"ran"}
     assert first_run["metrics"]["accuracy"] >= 0.9, first_run["metrics"]
     assert first_run["exported"]["pushed"] and first_run["exported"]["version"] == 1
@@ -93,10 +99,16 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
         "out = m(image_bytes=tf.constant([open(p, 'rb').read() for p in sys.argv[2:]]))\n"
         "print(json.dumps([t.decode() for t in out['text'].numpy()]))\n"
     )
-    texts = json.loads(subprocess.run(
-        [sys.executable, "-c", script, str(export / "1"), *map(str, sample)],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1])
+    texts = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", script, str(export / "1"), *map(str, sample)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     labels = [p.name.split("_")[0] for p in sample]
     assert sum(t == label for t, label in zip(texts, labels, strict=True)) >= 6, (texts, labels)
 
@@ -104,8 +116,10 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
 def test_report_renders_offline_in_headless_chromium(project, first_run):
     browser = headless_chromium.browser_or_skip()
     report = headless_chromium.assert_renders_offline(
-        browser, str(project["root"] / "work" / runner.REPORT_FILE),
-        ("Metrics", "Training curves", "Export"))
+        browser,
+        str(project["root"] / "work" / runner.REPORT_FILE),
+        ("Metrics", "Training curves", "Export"),
+    )
     assert len(report.images) >= 3
 
 
@@ -118,13 +132,30 @@ def test_second_run_skips_every_component(project, first_run):
 def test_run_killed_during_training_resumes_without_reingesting(project, tmp_path):
     work = tmp_path / "work"
     command = [
-        sys.executable, "-m", "pipeline.cli", "run", "--images", str(project["images"]),
-        "--workdir", str(work), "--export-dir", str(tmp_path / "export"),
-        "--hyperparameters", project["hyperparameters"], "--epochs", "3",
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        "--images",
+        str(project["images"]),
+        "--workdir",
+        str(work),
+        "--export-dir",
+        str(tmp_path / "export"),
+        "--hyperparameters",
+        project["hyperparameters"],
+        "--epochs",
+        "3",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 240
     for line in process.stdout:
         if "Trainer ..." in line:
@@ -137,12 +168,21 @@ def test_run_killed_during_training_resumes_without_reingesting(project, tmp_pat
     assert not (work / "Trainer" / "span-0" / runner.COMPLETE_MARKER).exists()
 
     # 3 epochs are too few to read: this test is about resuming, so the floor is off.
-    manifest = runner.run(config_for(project, workdir=str(work), export_dir=str(tmp_path / "export"),
-                                      train_overrides={"epochs": 3, "max_minutes": 2.0},
-                                      push=PushConfig(min_accuracy=0.0)))
+    manifest = runner.run(
+        config_for(
+            project,
+            workdir=str(work),
+            export_dir=str(tmp_path / "export"),
+            train_overrides={"epochs": 3, "max_minutes": 2.0},
+            push=PushConfig(min_accuracy=0.0),
+        )
+    )
     assert statuses(manifest) == {
-        "ExampleGen": "skipped", "Validation": "skipped", "Trainer": "ran",
-        "Evaluator": "ran", "Pusher": "ran",
+        "ExampleGen": "skipped",
+        "Validation": "skipped",
+        "Trainer": "ran",
+        "Evaluator": "ran",
+        "Pusher": "ran",
     }
     assert versions(tmp_path / "export") == ["1"]
 
@@ -152,18 +192,25 @@ def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, fi
     seen = sorted(project["images"].iterdir())[0]  # already in span 0
     shutil.copy(seen, new_batch / f"{seen.name.split('_')[0]}_again.png")
     manifest = runner.retrain(config_for(project, images=str(new_batch)))
-    (duplicate,) = [json.loads(line) for line in (project["root"] / "work" / "ExampleGen" / "span-1"
-                                                  / "rejected.jsonl").read_text().splitlines()]
+    (duplicate,) = [
+        json.loads(line)
+        for line in (project["root"] / "work" / "ExampleGen" / "span-1" / "rejected.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert duplicate["reason"] == "duplicate" and duplicate["earlier_span"] == 0
     assert duplicate["detail"] == f"already in span 0 as {seen}"
     assert set(statuses(manifest).values()) == {"ran"}
     assert manifest["exported"]["pushed"], manifest["exported"]
     assert versions(project["root"] / "export") == ["1", "2"]
-    trained_on = json.loads((project["root"] / "work" / "Trainer" / "span-1" / "train_summary.json")
-                            .read_text())["examples_dirs"]
+    trained_on = json.loads(
+        (project["root"] / "work" / "Trainer" / "span-1" / "train_summary.json").read_text()
+    )["examples_dirs"]
     assert [pathlib.Path(d).name for d in trained_on] == ["span-0", "span-1"]
 
-    bad_batch = write_clean_images(project["root"] / "batch2", 30, seed=3, alphabet=CLEAN_ALPHABET + "9")
+    bad_batch = write_clean_images(
+        project["root"] / "batch2", 30, seed=3, alphabet=CLEAN_ALPHABET + "9"
+    )
     with pytest.raises(runner.PipelineStopped, match="outside the vocabulary") as stopped:
         runner.retrain(config_for(project, images=str(bad_batch)))
     assert "9" in str(stopped.value)
@@ -175,9 +222,21 @@ def test_a_model_that_reads_nothing_is_not_pushed_and_the_run_fails(project, tmp
 
     frozen = tmp_path / "frozen.json"  # a learning rate of 0: the model cannot learn
     dataclasses.replace(TINY_MODEL, learning_rate=0.0).to_json(str(frozen))
-    status = cli.main(["run", "--images", str(project["images"]), "--workdir", str(tmp_path / "work"),
-                       "--export-dir", str(tmp_path / "export"), "--hyperparameters", str(frozen),
-                       "--epochs", "2"])
+    status = cli.main(
+        [
+            "run",
+            "--images",
+            str(project["images"]),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--export-dir",
+            str(tmp_path / "export"),
+            "--hyperparameters",
+            str(frozen),
+            "--epochs",
+            "2",
+        ]
+    )
     assert status == 1
     error = capsys.readouterr().err
     assert "nothing was pushed" in error and "below the threshold 0.5000" in error

@@ -25,9 +25,12 @@ def folder_bytes(folder: pathlib.Path, pattern: str) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob(pattern))}
 
 
-def test_example_gen_writes_the_same_bytes_on_the_portable_runner(synthetic_images,
-                                                                   synthetic_examples, tmp_path):
-    portable = run_ingest(str(synthetic_images), str(tmp_path / "portable"), IngestConfig(), PORTABLE)
+def test_example_gen_writes_the_same_bytes_on_the_portable_runner(
+    synthetic_images, synthetic_examples, tmp_path
+):
+    portable = run_ingest(
+        str(synthetic_images), str(tmp_path / "portable"), IngestConfig(), PORTABLE
+    )
     assert portable["beam_options"]["runner"] == "PortableRunner"
     for pattern in ("Split-*/*.gz", examples.VOCAB_FILE, examples.REJECTED_FILE):
         written = folder_bytes(tmp_path / "portable", pattern)
@@ -44,8 +47,10 @@ def test_statistics_are_the_same_bytes_on_the_portable_runner(synthetic_examples
     schema = statistics_schema()
     length = next(f for f in schema.feature if f.name == "label_length")
     length.int_domain.min, length.int_domain.max = 4, 5  # synthetic labels are 4-6 long
-    paths = {name: generate_statistics(str(synthetic_examples), str(tmp_path / name), schema, args)
-             for name, args in (("direct", []), ("portable", PORTABLE))}
+    paths = {
+        name: generate_statistics(str(synthetic_examples), str(tmp_path / name), schema, args)
+        for name, args in (("direct", []), ("portable", PORTABLE))
+    }
     for split in examples.SPLITS:
         direct, portable = (pathlib.Path(paths[name][split]).read_bytes() for name in paths)
         assert direct == portable, split

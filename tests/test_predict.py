@@ -33,19 +33,34 @@ def files(synthetic_images, tmp_path_factory) -> list[pathlib.Path]:
     Image.open(pngs[0]).convert("RGB").save(buffer, "JPEG")
     (folder / "photo.jpg").write_bytes(buffer.getvalue())
     (folder / "notes.png").write_bytes(b"these are not pixels")
-    return [pathlib.Path(p) for p in chosen] + [folder / "photo.jpg", folder / "notes.png",
-                                                folder / "missing.png"]
+    return [pathlib.Path(p) for p in chosen] + [
+        folder / "photo.jpg",
+        folder / "notes.png",
+        folder / "missing.png",
+    ]
 
 
 def one_by_one(model: ExportedModel, paths: list[pathlib.Path]) -> list[str]:
     """Each image alone through the signature: what batching must not change."""
-    return [model.signature(**{INPUT_NAME: tf.constant([p.read_bytes()])})["text"].numpy()[0]
-            .decode() for p in paths]
+    return [
+        model.signature(**{INPUT_NAME: tf.constant([p.read_bytes()])})["text"].numpy()[0].decode()
+        for p in paths
+    ]
 
 
 def test_predict_jsonl_answers_every_file_in_order(exported_model_base, files, capsys):
-    status = cli.main(["predict", "--model", str(exported_model_base), *map(str, files),
-                       "--format", "jsonl", "--batch-size", "2"])
+    status = cli.main(
+        [
+            "predict",
+            "--model",
+            str(exported_model_base),
+            *map(str, files),
+            "--format",
+            "jsonl",
+            "--batch-size",
+            "2",
+        ]
+    )
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines()]
 
@@ -60,8 +75,9 @@ def test_predict_jsonl_answers_every_file_in_order(exported_model_base, files, c
     assert lines[5]["error"].startswith("cannot read file")
 
 
-def test_predict_table_uses_the_newest_complete_version(exported_model_base, files, tmp_path,
-                                                        capsys):
+def test_predict_table_uses_the_newest_complete_version(
+    exported_model_base, files, tmp_path, capsys
+):
     base = tmp_path / "captcha"
     shutil.copytree(exported_model_base / "1", base / "1")
     shutil.copytree(exported_model_base / "1", base / "2")
@@ -86,10 +102,15 @@ def test_a_signature_that_fails_on_a_batch_is_retried_item_by_item(files, tmp_pa
     class Fragile(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(self, image_bytes):
-            widths = tf.map_fn(lambda data: tf.shape(decode_grayscale(data))[1], image_bytes,
-                               fn_output_signature=tf.int32)
-            return {"text": tf.strings.as_string(widths),
-                    "confidence": tf.ones_like(widths, tf.float32)}
+            widths = tf.map_fn(
+                lambda data: tf.shape(decode_grayscale(data))[1],
+                image_bytes,
+                fn_output_signature=tf.int32,
+            )
+            return {
+                "text": tf.strings.as_string(widths),
+                "confidence": tf.ones_like(widths, tf.float32),
+            }
 
     module = Fragile()
     tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})

@@ -30,10 +30,24 @@ def test_training_logged_to_a_file_has_one_line_per_epoch(clean_examples, tmp_pa
     log = tmp_path / "train.log"
     with open(log, "w") as out:
         subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "train", "--examples", str(clean_examples),
-             "--output", str(tmp_path / "model"), "--hyperparameters", str(hyperparameters),
-             "--epochs", str(EPOCHS)],
-            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, check=True,
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "train",
+                "--examples",
+                str(clean_examples),
+                "--output",
+                str(tmp_path / "model"),
+                "--hyperparameters",
+                str(hyperparameters),
+                "--epochs",
+                str(EPOCHS),
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     text = log.read_text()

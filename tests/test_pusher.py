@@ -109,7 +109,9 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def keras_reading(model_dir: pathlib.Path, files: list[pathlib.Path]) -> tuple[list[str], np.ndarray]:
+def keras_reading(
+    model_dir: pathlib.Path, files: list[pathlib.Path]
+) -> tuple[list[str], np.ndarray]:
     """What the Keras model reads in this process, preprocessing each file on its own."""
     model, vocab, config = load_trained(str(model_dir))
     images = tf.stack([preprocess_image(f.read_bytes(), config.geometry) for f in files])
@@ -120,8 +122,9 @@ def keras_reading(model_dir: pathlib.Path, files: list[pathlib.Path]) -> tuple[l
 @pytest.fixture(scope="module")
 def untrained_model_dir(tmp_path_factory) -> pathlib.Path:
     """Random weights read random but varied text: a sharper equality check than blanks."""
-    return write_model_folder(tmp_path_factory.mktemp("untrained") / "model",
-                              build_model(TINY, len(VOCAB)), TINY)
+    return write_model_folder(
+        tmp_path_factory.mktemp("untrained") / "model", build_model(TINY, len(VOCAB)), TINY
+    )
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +137,14 @@ def image_files(synthetic_images, tmp_path_factory) -> list[pathlib.Path]:
     """PNG (gray, RGB, RGBA) and JPEG captchas of several sizes."""
     folder = tmp_path_factory.mktemp("serving_images")
     sources = sorted(synthetic_images.glob("*.png"))[:3]
-    variants = [("png", "L", (200, 50)), ("png", "RGB", (131, 37)), ("png", "RGBA", (320, 90)),
-                ("jpeg", "RGB", (200, 50)), ("jpeg", "L", (90, 40)), ("jpeg", "RGB", (401, 99))]
+    variants = [
+        ("png", "L", (200, 50)),
+        ("png", "RGB", (131, 37)),
+        ("png", "RGBA", (320, 90)),
+        ("jpeg", "RGB", (200, 50)),
+        ("jpeg", "L", (90, 40)),
+        ("jpeg", "RGB", (401, 99)),
+    ]
     files = []
     for n, (fmt, mode, size) in enumerate(variants):
         image = Image.open(sources[n % len(sources)]).convert(mode).resize(size)
@@ -149,8 +158,13 @@ def bad_files(image_files, tmp_path_factory) -> list[pathlib.Path]:
     """Bytes no decoder takes (TF 2.16 rejects a PNG short of one byte, a JPEG cut in half)."""
     folder = tmp_path_factory.mktemp("bad_images")
     png, jpeg = image_files[0].read_bytes(), image_files[3].read_bytes()
-    bad = {"garbage.png": b"not an image", "empty.png": b"", "truncated.png": png[:-1],
-           "png_magic_only.png": png[:16] + b"\0" * 64, "truncated.jpg": jpeg[: len(jpeg) // 2]}
+    bad = {
+        "garbage.png": b"not an image",
+        "empty.png": b"",
+        "truncated.png": png[:-1],
+        "png_magic_only.png": png[:16] + b"\0" * 64,
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+    }
     for name, data in bad.items():
         (folder / name).write_bytes(data)
     return [folder / name for name in bad]
@@ -168,25 +182,44 @@ def eval_files(synthetic_examples, tmp_path_factory) -> list[pathlib.Path]:
 
 
 @pytest.fixture(scope="module")
-def probes(trained_model_dir, untrained_export, image_files, bad_files, eval_files,
-           tmp_path_factory) -> dict:
+def probes(
+    trained_model_dir, untrained_export, image_files, bad_files, eval_files, tmp_path_factory
+) -> dict:
     """Both exports read back by PROBE in one fresh interpreter; preprocessed tensors as .npy."""
     folder = tmp_path_factory.mktemp("probes")
     trained_export = export_model(str(trained_model_dir), str(folder / "trained_export"))
     jobs = {
         "trained": {"saved_model": trained_export, "files": image_files},
-        "untrained": {"saved_model": untrained_export,
-                      "files": image_files + bad_files + [image_files[3]] + eval_files},
+        "untrained": {
+            "saved_model": untrained_export,
+            "files": image_files + bad_files + [image_files[3]] + eval_files,
+        },
     }
-    spec = [{"saved_model": job["saved_model"], "files": [str(f) for f in job["files"]],
-             "preprocessed_npy": str(folder / f"{name}.npy")} for name, job in jobs.items()]
-    done = subprocess.run([sys.executable, "-c", PROBE], input=json.dumps(spec), text=True,
-                          capture_output=True, timeout=300)
+    spec = [
+        {
+            "saved_model": job["saved_model"],
+            "files": [str(f) for f in job["files"]],
+            "preprocessed_npy": str(folder / f"{name}.npy"),
+        }
+        for name, job in jobs.items()
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        input=json.dumps(spec),
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     answers = json.loads(done.stdout.strip().splitlines()[-1])
-    return {name: {**answer, "saved_model": job["saved_model"],
-                   "images": np.load(folder / f"{name}.npy")}
-            for (name, job), answer in zip(jobs.items(), answers, strict=True)}
+    return {
+        name: {
+            **answer,
+            "saved_model": job["saved_model"],
+            "images": np.load(folder / f"{name}.npy"),
+        }
+        for (name, job), answer in zip(jobs.items(), answers, strict=True)
+    }
 
 
 def check_reads_like_keras(probe: dict, model_dir: pathlib.Path, files: list[pathlib.Path]):
@@ -200,13 +233,13 @@ def check_reads_like_keras(probe: dict, model_dir: pathlib.Path, files: list[pat
     return texts
 
 
-def test_trained_export_reads_like_keras_in_a_fresh_process(probes, trained_model_dir,
-                                                            image_files):
+def test_trained_export_reads_like_keras_in_a_fresh_process(probes, trained_model_dir, image_files):
     assert probes["trained"]["saved_model"].endswith("/1")
     check_reads_like_keras(probes["trained"], trained_model_dir, image_files)
     extra = pathlib.Path(probes["trained"]["saved_model"]) / ASSETS_EXTRA
     assert examples.read_vocab(str(extra / examples.VOCAB_FILE)) == examples.read_vocab(
-        str(trained_model_dir / examples.VOCAB_FILE))
+        str(trained_model_dir / examples.VOCAB_FILE)
+    )
     (record,) = tf.data.TFRecordDataset(str(extra / WARMUP_FILE)).as_numpy_iterator()
     warmup = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
     assert warmup.model_spec.signature_name == SERVING_SIGNATURE
@@ -215,25 +248,33 @@ def test_trained_export_reads_like_keras_in_a_fresh_process(probes, trained_mode
     assert [answer.valid for answer in served] == [True]
 
 
-def test_untrained_export_reads_like_keras_in_a_fresh_process(probes, untrained_model_dir,
-                                                              image_files):
+def test_untrained_export_reads_like_keras_in_a_fresh_process(
+    probes, untrained_model_dir, image_files
+):
     texts = check_reads_like_keras(probes["untrained"], untrained_model_dir, image_files)
     assert sum(len(t) > 0 for t in texts) >= len(texts) // 2, texts
 
 
-def test_served_preprocessing_equals_the_training_pipeline(probes, synthetic_examples,
-                                                           eval_files):
+def test_served_preprocessing_equals_the_training_pipeline(probes, synthetic_examples, eval_files):
     """Train/serve skew: the same bytes give the same model input on both paths."""
-    served = probes["untrained"]["images"][-len(eval_files):]
-    training = np.concatenate([
-        images.numpy() for images, _ in dataset.make_dataset(
-            str(synthetic_examples), examples.EVAL, geometry=TINY.geometry, max_label_length=8,
-            batch_size=16)
-    ])
+    served = probes["untrained"]["images"][-len(eval_files) :]
+    training = np.concatenate(
+        [
+            images.numpy()
+            for images, _ in dataset.make_dataset(
+                str(synthetic_examples),
+                examples.EVAL,
+                geometry=TINY.geometry,
+                max_label_length=8,
+                batch_size=16,
+            )
+        ]
+    )
     assert len(eval_files) > 5
-    assert probes["untrained"]["preprocessed_valid"][-len(eval_files):] == [True] * len(eval_files)
-    assert served.shape == training.shape == (len(eval_files), TINY.image_height,
-                                              TINY.image_width, 1)
+    assert probes["untrained"]["preprocessed_valid"][-len(eval_files) :] == [True] * len(eval_files)
+    assert (
+        served.shape == training.shape == (len(eval_files), TINY.image_height, TINY.image_width, 1)
+    )
     np.testing.assert_array_equal(served, training)
 
 
@@ -241,8 +282,8 @@ def test_bad_bytes_spoil_only_their_own_answer(probes, image_files, bad_files):
     probe = probes["untrained"]
     first, after = len(image_files), len(image_files) + len(bad_files)
     expected_valid = [False] * len(bad_files) + [True]
-    assert probe["valid"][first:after + 1] == expected_valid
-    assert probe["session_valid"][first:after + 1] == expected_valid
+    assert probe["valid"][first : after + 1] == expected_valid
+    assert probe["session_valid"][first : after + 1] == expected_valid
     assert probe["text"][first:after] == [""] * len(bad_files)
     assert probe["confidence"][first:after] == [0.0] * len(bad_files)
     assert not probe["images"][first:after].any()
@@ -251,15 +292,22 @@ def test_bad_bytes_spoil_only_their_own_answer(probes, image_files, bad_files):
 
 
 def test_saved_model_cli_lists_the_documented_signature(untrained_export):
-    shown = subprocess.run([str(VENV_BIN / "saved_model_cli"), "show", "--dir", untrained_export,
-                            "--all"], capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [str(VENV_BIN / "saved_model_cli"), "show", "--dir", untrained_export, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     serving = shown.stdout.split(f"signature_def['{SERVING_SIGNATURE}']")[1].split(
-        "signature_def[")[0]
-    documented = {("inputs", INPUT_NAME): ("DT_STRING", "(-1)"),
-                  ("outputs", "text"): ("DT_STRING", "(-1)"),
-                  ("outputs", "confidence"): ("DT_FLOAT", "(-1)"),
-                  ("outputs", "valid"): ("DT_BOOL", "(-1)")}
+        "signature_def["
+    )[0]
+    documented = {
+        ("inputs", INPUT_NAME): ("DT_STRING", "(-1)"),
+        ("outputs", "text"): ("DT_STRING", "(-1)"),
+        ("outputs", "confidence"): ("DT_FLOAT", "(-1)"),
+        ("outputs", "valid"): ("DT_BOOL", "(-1)"),
+    }
     for (kind, name), (dtype, shape) in documented.items():
         block = serving.split(f"{kind}['{name}'] tensor_info:")[1]
         assert f"dtype: {dtype}" in block.splitlines()[1]
@@ -283,15 +331,25 @@ def test_failed_export_leaves_nothing(untrained_model_dir, tmp_path):
     """It fails after the SavedModel is written (no evaluator metrics file): all of it goes."""
     export = tmp_path / "export"
     with pytest.raises(tf.errors.NotFoundError):
-        export_model(str(untrained_model_dir), str(export),
-                     metrics_path=str(tmp_path / "missing" / "metrics.json"))
+        export_model(
+            str(untrained_model_dir),
+            str(export),
+            metrics_path=str(tmp_path / "missing" / "metrics.json"),
+        )
     assert list(export.iterdir()) == []
 
 
 def test_killed_export_leaves_no_version(untrained_model_dir, tmp_path):
     export = tmp_path / "export"
-    command = [str(VENV_BIN / "captcha-ocr"), "export", "--model", str(untrained_model_dir),
-               "--export-dir", str(export), "--force-push"]
+    command = [
+        str(VENV_BIN / "captcha-ocr"),
+        "export",
+        "--model",
+        str(untrained_model_dir),
+        "--export-dir",
+        str(export),
+        "--force-push",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(export.glob(f"{TEMP_PREFIX}*")) and time.monotonic() < deadline:
@@ -311,8 +369,11 @@ def sevens(tmp_path_factory) -> pathlib.Path:
     """Examples whose every label is "7": a constant reader can ace them."""
     rng = random.Random(0)
     items = [(clean_captcha("7", rng), "7") for _ in range(6)]
-    return write_examples_dir(tmp_path_factory.mktemp("sevens") / "examples",
-                              {examples.TRAIN: items, examples.EVAL: items}, VOCAB)
+    return write_examples_dir(
+        tmp_path_factory.mktemp("sevens") / "examples",
+        {examples.TRAIN: items, examples.EVAL: items},
+        VOCAB,
+    )
 
 
 def test_blessing_keeps_the_better_model(sevens, tmp_path, capsys):
@@ -338,8 +399,21 @@ def test_blessing_keeps_the_better_model(sevens, tmp_path, capsys):
     assert "worse than the served version" in worse.reason
     assert [p.name for p in export.iterdir()] == ["1"]
 
-    assert cli.main(["export", "--model", reads_nothing, "--examples", str(sevens),
-                     "--export-dir", str(export), "--force-push"]) == 0
+    assert (
+        cli.main(
+            [
+                "export",
+                "--model",
+                reads_nothing,
+                "--examples",
+                str(sevens),
+                "--export-dir",
+                str(export),
+                "--force-push",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(f"pushed version 2 -> {export / '2'}: forced")
     forced = json.loads((export / "2" / ASSETS_EXTRA / BLESSING_FILE).read_text())
     assert (forced["baseline_version"], forced["candidate"]["accuracy"]) == (1, 0.0)
@@ -348,14 +422,18 @@ def test_blessing_keeps_the_better_model(sevens, tmp_path, capsys):
     assert evaluate_saved_model(str(export), str(sevens))["accuracy"] == 0.0
 
 
-@pytest.mark.parametrize(("accuracy", "baseline", "config", "pushed"), [
-    (0.80, None, PushConfig(min_accuracy=0.8), True),
-    (0.79, None, PushConfig(min_accuracy=0.8), False),
-    (0.90, 0.92, PushConfig(tolerance=0.02), True),
-    (0.89, 0.92, PushConfig(tolerance=0.02), False),
-    (0.10, 0.92, PushConfig(min_accuracy=0.5, force=True), True),
-])
+@pytest.mark.parametrize(
+    ("accuracy", "baseline", "config", "pushed"),
+    [
+        (0.80, None, PushConfig(min_accuracy=0.8), True),
+        (0.79, None, PushConfig(min_accuracy=0.8), False),
+        (0.90, 0.92, PushConfig(tolerance=0.02), True),
+        (0.89, 0.92, PushConfig(tolerance=0.02), False),
+        (0.10, 0.92, PushConfig(min_accuracy=0.5, force=True), True),
+    ],
+)
 def test_blessing_rule(accuracy, baseline, config, pushed):
-    verdict, reason = bless({"accuracy": accuracy},
-                            None if baseline is None else {"accuracy": baseline}, config)
+    verdict, reason = bless(
+        {"accuracy": accuracy}, None if baseline is None else {"accuracy": baseline}, config
+    )
     assert verdict is pushed, reason

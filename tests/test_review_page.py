@@ -20,8 +20,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 @pytest.fixture
 def server(tmp_path):
-    labels = small_queue(tmp_path / "queue", [review_queue.QUEUED] * 4 +
-                         [review_queue.FAILED_TO_DECODE])
+    labels = small_queue(
+        tmp_path / "queue", [review_queue.QUEUED] * 4 + [review_queue.FAILED_TO_DECODE]
+    )
     server = ReviewServer(ReviewConfig(str(labels.parent), port=0))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -34,13 +35,19 @@ def server(tmp_path):
 @pytest.fixture
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver "
-                    "(apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver "
+            "(apt-get install -y chromium chromium-driver)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1000,700"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1000,700",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
     yield driver
@@ -52,7 +59,8 @@ def wait_for_text(driver, element_id: str, text: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, 10).until(
-        expected_conditions.text_to_be_present_in_element(("id", element_id), text))
+        expected_conditions.text_to_be_present_in_element(("id", element_id), text)
+    )
 
 
 def type_into_box(driver, *keys: str) -> None:
@@ -83,8 +91,12 @@ def test_three_answers_survive_a_reload_and_are_in_labels_csv(server, browser):
     seen = []
     for _ in range(3):
         type_into_box(browser, Keys.ARROW_UP)
-        seen.append((browser.find_element("id", "label").get_attribute("value"),
-                     browser.find_element("id", "status").text))
+        seen.append(
+            (
+                browser.find_element("id", "label").get_attribute("value"),
+                browser.find_element("id", "status").text,
+            )
+        )
     assert seen == [
         (rows[2].label, f"{rows[2].filename}: unreadable"),
         (rows[1].label, f"{rows[1].filename}: labelled"),
@@ -92,8 +104,12 @@ def test_three_answers_survive_a_reload_and_are_in_labels_csv(server, browser):
     ]
     saved = read_csv(server.labels_csv)
     assert [(r["label"], r["status"]) for r in saved] == [
-        ("3210", "labelled"), (rows[1].label, "labelled"), (rows[2].label, "unreadable"),
-        (rows[3].label, "queued"), (rows[4].label, "failed_to_decode")]
+        ("3210", "labelled"),
+        (rows[1].label, "labelled"),
+        (rows[2].label, "unreadable"),
+        (rows[3].label, "queued"),
+        (rows[4].label, "failed_to_decode"),
+    ]
 
     for _ in range(4):
         browser.find_element("id", "next").click()
@@ -105,8 +121,12 @@ def test_three_answers_survive_a_reload_and_are_in_labels_csv(server, browser):
 
 def test_the_server_refuses_bad_answers_and_files_outside_the_queue(server):
     def post(body: bytes, content_type: str = "application/json") -> int:
-        request = urllib.request.Request(server.url + "api/answer", data=body, method="POST",
-                                         headers={"Content-Type": content_type})
+        request = urllib.request.Request(
+            server.url + "api/answer",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
         try:
             return urllib.request.urlopen(request).status
         except urllib.error.HTTPError as error:
@@ -123,7 +143,8 @@ def test_the_server_refuses_bad_answers_and_files_outside_the_queue(server):
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(server.url + "image?name=../queue/labels.csv")
     with pytest.raises(urllib.error.HTTPError, match="403"):  # a rebound DNS name
-        urllib.request.urlopen(urllib.request.Request(server.url + "api/rows",
-                                                      headers={"Host": "evil.example"}))
+        urllib.request.urlopen(
+            urllib.request.Request(server.url + "api/rows", headers={"Host": "evil.example"})
+        )
     assert post(b'{"filename": "0.png", "label": "12", "status": "labelled"}') == 200
     assert read_csv(server.labels_csv)[0]["label"] == "12"

@@ -50,8 +50,10 @@ def test_readme_rest_request_runs_through_the_signature(signature):
             # TF Serving turns {"b64": ...} into bytes only for string inputs named *_bytes.
             assert set(value) == {"b64"} and name.endswith("_bytes")
             assert inputs[name].dtype == tf.string and inputs[name].shape.as_list() == [None]
-    batch = {name: tf.constant([base64.b64decode(i[name]["b64"], validate=True)
-                                for i in instances]) for name in inputs}
+    batch = {
+        name: tf.constant([base64.b64decode(i[name]["b64"], validate=True) for i in instances])
+        for name in inputs
+    }
     outputs = signature(**batch)
     assert outputs["valid"].numpy().all()
 
@@ -66,7 +68,7 @@ def test_readme_commands_name_the_same_model():
     name = re.search(r"-e MODEL_NAME=(\w+)", section).group(1)
     base_path = re.search(r"target=(\S+?),?\s", section).group(1)
     assert re.search(r"-e MODEL_BASE_PATH=(\S+)", section).group(1) + f"/{name}" == base_path
-    assert f"source=\"$PWD/export/{name}\"" in section
+    assert f'source="$PWD/export/{name}"' in section
     assert f"--export-dir export \\\n    --model-name {name}" in section
     assert f"localhost:8501/v1/models/{name}:predict" in section
     assert f'request.model_spec.name = "{name}"' in section
@@ -81,7 +83,9 @@ class LocalPredictionService(prediction_service_pb2_grpc.PredictionServiceServic
 
     def Predict(self, request, context):  # the gRPC method's name
         self.requests.append(request)
-        inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        inputs = {
+            name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()
+        }
         response = predict_pb2.PredictResponse(model_spec=request.model_spec)
         for name, value in self.signature(**inputs).items():
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
@@ -99,14 +103,20 @@ def test_readme_grpc_snippet_reads_through_a_prediction_service(signature, synth
     try:
         namespace: dict = {}
         with contextlib.redirect_stdout(io.StringIO()):
-            exec(snippet.replace("localhost:8500", f"127.0.0.1:{port}")
-                 .replace('"226md.png"', repr(str(image))), namespace)
+            exec(
+                snippet.replace("localhost:8500", f"127.0.0.1:{port}").replace(
+                    '"226md.png"', repr(str(image))
+                ),
+                namespace,
+            )
     finally:
         server.stop(None)
 
     (request,) = service.requests
     assert (request.model_spec.name, request.model_spec.signature_name) == (
-        "captcha", SERVING_SIGNATURE)
+        "captcha",
+        SERVING_SIGNATURE,
+    )
     expected = signature(image_bytes=tf.constant([image.read_bytes()]))
     assert namespace["texts"] == [t.decode() for t in expected["text"].numpy()]
     np.testing.assert_allclose(namespace["confidences"], expected["confidence"].numpy())

@@ -44,8 +44,11 @@ print(json.dumps({"written": metadata["num_written"], "modules": modules}))
 def _install_requires() -> list[str]:
     """setup.py's install_requires, read without running setup()."""
     tree = ast.parse((PROJECT_ROOT / "setup.py").read_text())
-    call = next(node for node in ast.walk(tree)
-                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup")
+    call = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup"
+    )
     keyword = next(k for k in call.keywords if k.arg == "install_requires")
     return ast.literal_eval(keyword.value)
 
@@ -62,12 +65,27 @@ def _constraints() -> dict[str, str]:
 
 def _build_sdist(tmp_path) -> tarfile.TarFile:
     source = tmp_path / "checkout"
-    shutil.copytree(PROJECT_ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "runs", "export", "data", "build", "dist", "*.egg-info", "__pycache__",
-        ".pytest_cache", ".ruff_cache"))
+    shutil.copytree(
+        PROJECT_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "runs",
+            "export",
+            "data",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            ".ruff_cache",
+        ),
+    )
     (tmp_path / "staged").mkdir()
-    return tarfile.open(Stager._build_setup_package(str(source / "setup.py"),
-                                                    str(tmp_path / "staged")))
+    return tarfile.open(
+        Stager._build_setup_package(str(source / "setup.py"), str(tmp_path / "staged"))
+    )
 
 
 def test_sdist_holds_the_pinned_requirements_and_every_module(synthetic_images, tmp_path):
@@ -80,7 +98,9 @@ def test_sdist_holds_the_pinned_requirements_and_every_module(synthetic_images, 
 
     # Workers install exactly setup.py's requirements, pinned as constraints.txt pins them,
     # and the versions tested here satisfy them.
-    assert [str(Requirement(r)) for r in staged] == [str(Requirement(r)) for r in _install_requires()]
+    assert [str(Requirement(r)) for r in staged] == [
+        str(Requirement(r)) for r in _install_requires()
+    ]
     pins = _constraints()
     for line in staged:
         requirement = Requirement(line)
@@ -97,18 +117,26 @@ def test_sdist_holds_the_pinned_requirements_and_every_module(synthetic_images, 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run(
         [sys.executable, "-c", _WORKER, str(sdist_root), str(synthetic_images), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["written"] > 0
     modules = result["modules"]
     assert {"components.example_gen", "components.examples", "components.statistics_gen"} <= set(
-        modules)
-    outside = {name: path for name, path in modules.items()
-               if path is not None and not path.startswith(str(sdist_root))}
+        modules
+    )
+    outside = {
+        name: path
+        for name, path in modules.items()
+        if path is not None and not path.startswith(str(sdist_root))
+    }
     assert not outside, f"imported from outside the sdist: {outside}"
-    staged_modules = {n[len(root) + 1:] for n in names if n.endswith(".py")}
+    staged_modules = {n[len(root) + 1 :] for n in names if n.endswith(".py")}
     for name, path in modules.items():
         if path is not None:
             assert os.path.relpath(path, sdist_root) in staged_modules, name

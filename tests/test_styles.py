@@ -38,22 +38,27 @@ def labelled(folder: pathlib.Path, written: list[tuple[str, str]]) -> dict[str, 
 def samples(tmp_path_factory) -> dict[str, tuple[pathlib.Path, list[tuple[str, str]]]]:
     """SAMPLE images of every style (seed 0), written by synth.generate."""
     root = tmp_path_factory.mktemp("zoo")
-    return {name: (root / name, generate(str(root / name), SynthConfig(count=SAMPLE, style=name),
-                                         show_progress=False))
-            for name in STYLE_NAMES}
+    return {
+        name: (
+            root / name,
+            generate(str(root / name), SynthConfig(count=SAMPLE, style=name), show_progress=False),
+        )
+        for name in STYLE_NAMES
+    }
 
 
 @pytest.mark.parametrize("name", STYLE_NAMES)
 def test_same_seed_gives_byte_identical_files(name, tmp_path, samples):
     folder, written = samples[name]
-    again = generate(str(tmp_path / "again"), SynthConfig(count=8, style=name),
-                     show_progress=False)
-    assert again == [(str(tmp_path / "again" / pathlib.Path(p).name), label)
-                     for p, label in written[:8]]
+    again = generate(str(tmp_path / "again"), SynthConfig(count=8, style=name), show_progress=False)
+    assert again == [
+        (str(tmp_path / "again" / pathlib.Path(p).name), label) for p, label in written[:8]
+    ]
     first_eight = {pathlib.Path(p).name: pathlib.Path(p).read_bytes() for p, _ in written[:8]}
     assert file_bytes(tmp_path / "again") == first_eight
-    other = generate(str(tmp_path / "other"), SynthConfig(count=8, seed=1, style=name),
-                     show_progress=False)
+    other = generate(
+        str(tmp_path / "other"), SynthConfig(count=8, seed=1, style=name), show_progress=False
+    )
     assert [label for _, label in other] != [label for _, label in again]
     assert not set(file_bytes(tmp_path / "other").values()) & set(first_eight.values())
 
@@ -128,8 +133,11 @@ def test_jpeg_style_writes_jpeg_files(samples):
 def test_every_style_ingests_with_nothing_rejected(name, samples, tmp_path):
     folder, written = samples[name]
     csv_path = folder / LABELS_CSV
-    metadata = run_ingest(str(folder), str(tmp_path / "examples"), IngestConfig(
-        labels_csv=str(csv_path) if csv_path.exists() else None, num_shards=1))
+    metadata = run_ingest(
+        str(folder),
+        str(tmp_path / "examples"),
+        IngestConfig(labels_csv=str(csv_path) if csv_path.exists() else None, num_shards=1),
+    )
     assert metadata["num_rejected"] == 0, metadata["rejected_reasons"]
     assert metadata["num_written"] == SAMPLE
     expected = collections.Counter("".join(label for _, label in written))
@@ -148,10 +156,28 @@ def test_cli_synth_style(tmp_path, capsys):
     assert cli.main(["synth", "--style", "math", "--out", str(out), "--count", "3"]) == 0
     printed = capsys.readouterr().out
     assert "wrote 3 captchas" in printed and f"--labels {out}/{LABELS_CSV}" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png",
-                                                    LABELS_CSV]
-    assert cli.main(["synth", "--style", "tiny", "--height", "40", "--out", str(tmp_path / "x"),
-                     "--count", "3"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000000.png",
+        "000001.png",
+        "000002.png",
+        LABELS_CSV,
+    ]
+    assert (
+        cli.main(
+            [
+                "synth",
+                "--style",
+                "tiny",
+                "--height",
+                "40",
+                "--out",
+                str(tmp_path / "x"),
+                "--count",
+                "3",
+            ]
+        )
+        == 2
+    )
     assert "height" in capsys.readouterr().err
 
 

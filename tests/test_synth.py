@@ -43,8 +43,9 @@ def test_parallel_rendering_writes_the_same_files(tmp_path):
 
 
 def test_images_and_names_follow_the_config(tmp_path):
-    config = SynthConfig(count=40, seed=1, alphabet="abc123", min_length=3, max_length=5,
-                         width=120, height=40)
+    config = SynthConfig(
+        count=40, seed=1, alphabet="abc123", min_length=3, max_length=5, width=120, height=40
+    )
     written = generate(str(tmp_path), config, show_progress=False)
     assert len(written) == 40 == len(list(tmp_path.glob("*.png")))
     lengths = set()
@@ -67,12 +68,16 @@ def test_default_config_is_200x50_with_4_to_6_lowercase_alphanumerics(tmp_path):
 
 
 def test_labels_csv_mode(tmp_path):
-    written = generate(str(tmp_path), SynthConfig(count=5, seed=2, alphabet="a_b,c",
-                                                  labels_csv=True), show_progress=False)
+    written = generate(
+        str(tmp_path),
+        SynthConfig(count=5, seed=2, alphabet="a_b,c", labels_csv=True),
+        show_progress=False,
+    )
     with open(tmp_path / LABELS_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["filename"], r["label"]) for r in rows] == [
-        (pathlib.Path(p).name, label) for p, label in written]
+        (pathlib.Path(p).name, label) for p, label in written
+    ]
     assert [r["filename"] for r in rows] == [f"{i:06d}.png" for i in range(5)]
 
 
@@ -81,8 +86,9 @@ def test_custom_font_changes_the_pixels(tmp_path):
 
     font = pathlib.Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     default = generate(str(tmp_path / "a"), SynthConfig(count=3), show_progress=False)
-    custom = generate(str(tmp_path / "b"), SynthConfig(count=3, fonts=(str(font),)),
-                      show_progress=False)
+    custom = generate(
+        str(tmp_path / "b"), SynthConfig(count=3, fonts=(str(font),)), show_progress=False
+    )
     assert [label for _, label in default] == [label for _, label in custom]
     assert file_bytes(tmp_path / "a").keys() == file_bytes(tmp_path / "b").keys()
     assert file_bytes(tmp_path / "a") != file_bytes(tmp_path / "b")
@@ -114,11 +120,30 @@ def test_parse_length_range():
 
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert cli.main(["synth", "--out", str(out), "--count", "4", "--seed", "9",
-                     "--alphabet", "xyz", "--length", "2-3", "--width", "100",
-                     "--height", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--count",
+                "4",
+                "--seed",
+                "9",
+                "--alphabet",
+                "xyz",
+                "--length",
+                "2-3",
+                "--width",
+                "100",
+                "--height",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert "wrote 4 captchas" in capsys.readouterr().out
-    expected = make_labels(SynthConfig(count=4, seed=9, alphabet="xyz", min_length=2,
-                                       max_length=3))
+    expected = make_labels(SynthConfig(count=4, seed=9, alphabet="xyz", min_length=2, max_length=3))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{label}_{i}.png" for i, label in enumerate(expected))
+        f"{label}_{i}.png" for i, label in enumerate(expected)
+    )

@@ -25,12 +25,25 @@ from components.evaluator import run_evaluate
 from components.trainer import TrainConfig, load_trained, run_train
 from pipeline.configs import PROFILES
 
-CLEAN_MODEL = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, conv_filters=(16, 32),
-                         dense_units=32, lstm_units=(32,), learning_rate=5e-3)
+CLEAN_MODEL = tiny_model(
+    image_height=CLEAN_HEIGHT,
+    image_width=CLEAN_WIDTH,
+    conv_filters=(16, 32),
+    dense_units=32,
+    lstm_units=(32,),
+    learning_rate=5e-3,
+)
 # The tiny network at the clean captchas' size.
 CLEAN_TINY = tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH, learning_rate=5e-3)
-CLEAN_TRAINING = TrainConfig(epochs=12, batch_size=16, patience=12, lr_schedule="cosine",
-                             warmup_epochs=1, verbose=0, measure_input_pipeline=False)
+CLEAN_TRAINING = TrainConfig(
+    epochs=12,
+    batch_size=16,
+    patience=12,
+    lr_schedule="cosine",
+    warmup_epochs=1,
+    verbose=0,
+    measure_input_pipeline=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +64,41 @@ def test_learns_a_tiny_clean_set_within_a_few_epochs(clean_model_dir, clean_exam
 
 def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
     names = {p.name for p in trained_model_dir.iterdir()}
-    assert {"model.keras", "vocab.txt", "model_config.json", "train_config.json", "history.csv",
-            "logs", "checkpoints", "train_summary.json"} <= names
+    assert {
+        "model.keras",
+        "vocab.txt",
+        "model_config.json",
+        "train_config.json",
+        "history.csv",
+        "logs",
+        "checkpoints",
+        "train_summary.json",
+    } <= names
     assert {p.name for p in (trained_model_dir / "checkpoints").iterdir()} == {
-        "best.weights.h5", "last.weights.h5"}
+        "best.weights.h5",
+        "last.weights.h5",
+    }
     assert list((trained_model_dir / "logs").rglob("events.out.tfevents.*"))
     assert not list(trained_model_dir.parent.glob("*.tmp-*"))
     summary = json.loads((trained_model_dir / "train_summary.json").read_text())
     with open(trained_model_dir / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert len(history) == summary["epochs_run"] == 2
-    assert {"loss", "val_loss", "val_sequence_accuracy", "val_cer", "val_score", "learning_rate"} <= set(history[0])
+    assert {
+        "loss",
+        "val_loss",
+        "val_sequence_accuracy",
+        "val_cer",
+        "val_score",
+        "learning_rate",
+    } <= set(history[0])
     model, vocab, config = load_trained(str(trained_model_dir))
     assert vocab == examples.read_vocab(str(trained_model_dir / "vocab.txt"))
     assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
-    assert TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text())) \
+    assert (
+        TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text()))
         == tiny_training()
+    )
 
 
 def test_a_failed_training_leaves_no_model_folder(clean_examples, tmp_path):
@@ -84,8 +116,11 @@ def small_vocab_model(tmp_path_factory):
     rng = random.Random(5)
     labels = ["".join(rng.choice("01") for _ in range(3)) for _ in range(96)]
     items = [(clean_captcha(label, rng), label) for label in labels]
-    examples_dir = write_examples_dir(tmp_path_factory.mktemp("small_vocab") / "examples",
-                                      {"train": items[:80], "eval": items[80:]}, ["0", "1"])
+    examples_dir = write_examples_dir(
+        tmp_path_factory.mktemp("small_vocab") / "examples",
+        {"train": items[:80], "eval": items[80:]},
+        ["0", "1"],
+    )
     output = tmp_path_factory.mktemp("small_vocab_model") / "model"
     tiny = CLEAN_TINY
     run_train(str(examples_dir), str(output), tiny, CLEAN_TRAINING.replace(epochs=1))
@@ -111,25 +146,49 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
     with pytest.raises(ValueError, match="not a prefix"):
         warm_start(build_model(tiny, vocab_size=4), list("1023"), str(old_dir))
     with pytest.raises(ValueError, match="cannot warm-start: layer"):
-        warm_start(build_model(dataclasses.replace(tiny, dense_units=8), 4), list("0123"), str(old_dir))
+        warm_start(
+            build_model(dataclasses.replace(tiny, dense_units=8), 4), list("0123"), str(old_dir)
+        )
 
-    summary = run_train(str(clean_examples), str(tmp_path / "model"), tiny,
-                        CLEAN_TRAINING.replace(epochs=1, warm_start=str(old_dir)))
+    summary = run_train(
+        str(clean_examples),
+        str(tmp_path / "model"),
+        tiny,
+        CLEAN_TRAINING.replace(epochs=1, warm_start=str(old_dir)),
+    )
     assert summary["vocab_size"] == 4
     assert tf.io.gfile.exists(str(tmp_path / "model" / "model.keras"))
 
 
-def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(clean_examples, tmp_path):
+def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(
+    clean_examples, tmp_path
+):
     from pipeline.cli import main
 
     config = CLEAN_TINY
     config.to_json(str(tmp_path / "best_hyperparameters.json"))
     output = tmp_path / "model"
     assert PROFILES["full"].train.augment.enabled
-    assert main(["train", "--examples", str(clean_examples), "--output", str(output),
-                 "--profile", "full", "--no-augment",
-                 "--hyperparameters", str(tmp_path / "best_hyperparameters.json"),
-                 "--epochs", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--examples",
+                str(clean_examples),
+                "--output",
+                str(output),
+                "--profile",
+                "full",
+                "--no-augment",
+                "--hyperparameters",
+                str(tmp_path / "best_hyperparameters.json"),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     _, vocab, loaded = load_trained(str(output))
     assert loaded == config and vocab == list("0123")
     train_config = json.loads((output / "train_config.json").read_text())
@@ -141,9 +200,16 @@ def test_hold_then_cosine_holds_through_the_plateau_then_decays_by_steps_or_time
     from components.schedule import HoldThenCosine
 
     now = time.time()
-    by_steps = HoldThenCosine(peak=1e-3, floor=1e-5, warmup_steps=10, decay_steps=100,
-                              deadline=now + 1000, plateau_epochs=None, plateau_seconds=None,
-                              last_attempt=True)
+    by_steps = HoldThenCosine(
+        peak=1e-3,
+        floor=1e-5,
+        warmup_steps=10,
+        decay_steps=100,
+        deadline=now + 1000,
+        plateau_epochs=None,
+        plateau_seconds=None,
+        last_attempt=True,
+    )
     by_steps.step = 0
     assert by_steps.learning_rate(now) == pytest.approx(1e-4)  # warmup starts at a tenth
     by_steps.step = 500
@@ -153,25 +219,40 @@ def test_hold_then_cosine_holds_through_the_plateau_then_decays_by_steps_or_time
     assert by_steps.learning_rate(now) == pytest.approx((1e-3 + 1e-5) / 2)
     by_steps.step = 600
     assert by_steps.learning_rate(now) == pytest.approx(1e-5)
-    by_time = HoldThenCosine(peak=1e-3, floor=1e-5, warmup_steps=0, decay_steps=None,
-                             deadline=now + 100, plateau_epochs=None, plateau_seconds=None,
-                             last_attempt=True)
+    by_time = HoldThenCosine(
+        peak=1e-3,
+        floor=1e-5,
+        warmup_steps=0,
+        decay_steps=None,
+        deadline=now + 100,
+        plateau_epochs=None,
+        plateau_seconds=None,
+        last_attempt=True,
+    )
     by_time.step, by_time.decay_from = 7, (0, now)
     assert by_time.learning_rate(now + 50) == pytest.approx((1e-3 + 1e-5) / 2)
     assert by_time.learning_rate(now + 100) == pytest.approx(1e-5)
 
 
-def test_a_run_stuck_in_the_plateau_restarts_and_says_it_did_not_learn(clean_examples, tmp_path,
-                                                                        caplog):
+def test_a_run_stuck_in_the_plateau_restarts_and_says_it_did_not_learn(
+    clean_examples, tmp_path, caplog
+):
     frozen = dataclasses.replace(CLEAN_TINY, learning_rate=0.0)  # it cannot leave the plateau
-    config = CLEAN_TRAINING.replace(lr_schedule="hold-cosine", epochs=5, warmup_epochs=0,
-                                    decay_epochs=1, plateau_epochs=1, max_restarts=1)
+    config = CLEAN_TRAINING.replace(
+        lr_schedule="hold-cosine",
+        epochs=5,
+        warmup_epochs=0,
+        decay_epochs=1,
+        plateau_epochs=1,
+        max_restarts=1,
+    )
     with caplog.at_level("INFO"):
         summary = run_train(str(clean_examples), str(tmp_path / "model"), frozen, config)
     assert [a["stalled"] for a in summary["attempts"]] == [True, False]
     assert [a["seed"] for a in summary["attempts"]] == [config.seed, config.seed + 1]
     assert summary["attempts"][1]["learning_rate"] == 0.0
     assert not summary["learned"]
-    assert "read nothing after 1 epochs" in caplog.text and "Starting again with seed" in caplog.text
+    assert (
+        "read nothing after 1 epochs" in caplog.text and "Starting again with seed" in caplog.text
+    )
     assert "no restart left" in caplog.text  # the last attempt decays anyway
-

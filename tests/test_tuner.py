@@ -35,7 +35,9 @@ def _trials_csv(output_dir) -> list[dict[str, str]]:
 def _trial_files(output_dir) -> dict[str, str]:
     """trial_<id> -> its trial.json text, as Keras Tuner saved it."""
     search = pathlib.Path(output_dir, "search")
-    return {path.parent.name: path.read_text() for path in sorted(search.glob("trial_*/trial.json"))}
+    return {
+        path.parent.name: path.read_text() for path in sorted(search.glob("trial_*/trial.json"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def test_search_writes_best_hyperparameters_table_and_plot(tuned):
     # The objective is whole-captcha accuracy with the CTC loss as a tie-break below it.
     for row in rows:
         accuracy, loss = float(row["val_sequence_accuracy"]), float(row["val_loss"])
-        assert float(row["val_score"]) == pytest.approx(accuracy - 1e-4 * min(loss, 100.0), abs=1e-6)
+        assert float(row["val_score"]) == pytest.approx(
+            accuracy - 1e-4 * min(loss, 100.0), abs=1e-6
+        )
 
     best = ModelConfig.from_json(str(output / "best_hyperparameters.json"))
     assert best.to_dict() == summary["best_hyperparameters"]
@@ -78,8 +82,23 @@ def test_train_uses_best_hyperparameters(tuned, synthetic_examples, tmp_path):
     output, _ = tuned
     best_path = output / "best_hyperparameters.json"
     model_dir = tmp_path / "model"
-    assert main(["train", "--examples", str(synthetic_examples), "--output", str(model_dir),
-                 "--hyperparameters", str(best_path), "--epochs", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--examples",
+                str(synthetic_examples),
+                "--output",
+                str(model_dir),
+                "--hyperparameters",
+                str(best_path),
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     model, _, config = load_trained(str(model_dir))
     best = ModelConfig.from_json(str(best_path))
     assert config == best
@@ -96,17 +115,27 @@ def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_example
     assert again["trials_run_here"] == [] and again["num_trials"] == 4
     assert _trial_files(output) == before
 
-    more = run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=5), TINY)
+    more = run_tune(
+        str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=5), TINY
+    )
     assert more["trials_run_here"] == ["4"]
     after = _trial_files(output)
     assert {k: after[k] for k in before} == before  # completed trials were not re-run
     assert [row["trial_id"] for row in _trials_csv(output)] == ["0", "1", "2", "3", "4"]
 
     with pytest.raises(ValueError, match="algorithm"):
-        run_tune(str(synthetic_examples), str(output), dataclasses.replace(QUICK, algorithm="bayesian"), TINY)
+        run_tune(
+            str(synthetic_examples),
+            str(output),
+            dataclasses.replace(QUICK, algorithm="bayesian"),
+            TINY,
+        )
     fresh = run_tune(
-        str(synthetic_examples), str(output),
-        dataclasses.replace(QUICK, algorithm="bayesian", max_trials=1, max_epochs=1, overwrite=True),
+        str(synthetic_examples),
+        str(output),
+        dataclasses.replace(
+            QUICK, algorithm="bayesian", max_trials=1, max_epochs=1, overwrite=True
+        ),
         TINY,
     )
     assert fresh["trials_run_here"] == ["0"] and fresh["num_trials"] == 1
@@ -116,8 +145,15 @@ def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_example
 def test_time_budget_stops_the_search_keeping_the_best(synthetic_examples, tmp_path):
     budget_seconds = 15
     # Without the budget this would train 50 trials of 10 000 epochs each.
-    config = TuneConfig(algorithm="random", max_trials=50, max_epochs=10_000, patience=10_000,
-                        batch_size=32, time_budget_minutes=budget_seconds / 60, verbose=0)
+    config = TuneConfig(
+        algorithm="random",
+        max_trials=50,
+        max_epochs=10_000,
+        patience=10_000,
+        batch_size=32,
+        time_budget_minutes=budget_seconds / 60,
+        verbose=0,
+    )
     start = time.time()
     summary = run_tune(str(synthetic_examples), str(tmp_path), config, TINY)
     elapsed = time.time() - start
@@ -140,25 +176,50 @@ def test_chief_and_two_workers_on_loopback(synthetic_examples, tmp_path):
     TINY.to_json(str(base_path))
     output = tmp_path / "tuner"
     port = str(_free_port())
-    command = [sys.executable, "-m", "pipeline.cli", "tune", "--examples", str(synthetic_examples),
-               "--output", str(output), "--algorithm", "random", "--max-trials", "4",
-               "--max-epochs", "1", "--batch-size", "32", "--hyperparameters",
-               str(base_path), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "tune",
+        "--examples",
+        str(synthetic_examples),
+        "--output",
+        str(output),
+        "--algorithm",
+        "random",
+        "--max-trials",
+        "4",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--hyperparameters",
+        str(base_path),
+        "--quiet",
+    ]
     processes = {}
     try:
         for tuner_id in ("chief", "worker0", "worker1"):
-            env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id,
-                   "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port,
-                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+            env = {
+                **os.environ,
+                "KERASTUNER_TUNER_ID": tuner_id,
+                "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                "KERASTUNER_ORACLE_PORT": port,
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+            }
             processes[tuner_id] = subprocess.Popen(
-                command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True,
+                command,
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         results = {}
         for tuner_id, process in processes.items():
             stdout, stderr = process.communicate(timeout=420)
             assert process.returncode == 0, f"{tuner_id} failed:\n{stderr[-3000:]}"
-            results[tuner_id] = json.loads(stdout[stdout.index("{\n"):])
+            results[tuner_id] = json.loads(stdout[stdout.index("{\n") :])
     finally:
         for process in processes.values():
             if process.poll() is None:

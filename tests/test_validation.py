@@ -57,7 +57,9 @@ def make_batch(synthetic_examples, tmp_path_factory):
 BATCHES = {
     "clean": dict(count=150, seed=101),
     "new_characters": dict(
-        count=60, seed=102, alphabet=DEFAULT_ALPHABET[:10] + NEW_CHARACTERS,
+        count=60,
+        seed=102,
+        alphabet=DEFAULT_ALPHABET[:10] + NEW_CHARACTERS,
         extra_characters=NEW_CHARACTERS,
     ),
     "long_labels": dict(count=40, seed=103, min_length=8, max_length=9),
@@ -78,8 +80,9 @@ def validate_batch(baseline, make_batch):
                 schema_path=baseline.schema_path,
                 previous_statistics=str(pathlib.Path(baseline.result_path).parent),
             )
-            done[name] = examples_dir, run_validate(
-                str(examples_dir), str(examples_dir / "validation"), config
+            done[name] = (
+                examples_dir,
+                run_validate(str(examples_dir), str(examples_dir / "validation"), config),
             )
         return done[name]
 
@@ -105,7 +108,9 @@ def test_inferred_schema_is_curated(baseline, synthetic_examples):
     assert (ids.int_domain.min, ids.int_domain.max) == (0, len(vocab) - 1)
     assert ids.drift_comparator.infinity_norm.threshold == pytest.approx(0.1)
     lengths = [
-        len(ex["label_ids"]) for s in examples.SPLITS for ex in read_split(str(synthetic_examples), s)
+        len(ex["label_ids"])
+        for s in examples.SPLITS
+        for ex in read_split(str(synthetic_examples), s)
     ]
     assert (ids.value_count.min, ids.value_count.max) == (min(lengths), max(lengths))
     length = schema["label_length"].int_domain
@@ -207,7 +212,7 @@ def _check_report(path: str) -> None:
     for src in parser.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
-        assert base64.b64decode(src[len(prefix):]).startswith(b"\x89PNG")
+        assert base64.b64decode(src[len(prefix) :]).startswith(b"\x89PNG")
     browser = headless_chromium.find_browser()
     if browser:  # rendered for real too, when a browser is installed (CI installs one)
         headless_chromium.assert_renders_offline(browser, path, tuple(examples.FEATURE_SPEC))
@@ -220,7 +225,8 @@ def test_report_is_well_formed_with_every_feature(baseline):
 def test_report_renders_offline_in_headless_chromium(baseline):
     browser = headless_chromium.browser_or_skip()
     report = headless_chromium.assert_renders_offline(
-        browser, baseline.report_path, tuple(f"Split {split}" for split in examples.SPLITS))
+        browser, baseline.report_path, tuple(f"Split {split}" for split in examples.SPLITS)
+    )
     assert len(report.images) >= 3 * len(examples.SPLITS)
 
 
