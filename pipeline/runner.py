@@ -437,7 +437,7 @@ def run(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any
 
 
 def retrain(config: RunConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """New captchas as the next span: ingest, validate, warm-start on all spans, push unless worse."""
+    """New captchas as the next span: ingest, validate, warm-start on every span, push."""
     from components import example_gen, examples, schema_gen, trainer, validation
     from components.model import ModelConfig
 
