@@ -49,6 +49,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from accuracy import link_folder, split_files  # noqa: E402
 
 from components import styles  # noqa: E402
+from components.decoding import calibration_metrics  # noqa: E402
 from components.evaluator import reading_metrics  # noqa: E402
 from components.synth import LABELS_CSV, SynthConfig, generate  # noqa: E402
 
@@ -142,8 +143,14 @@ def read_held_out(export_dir: pathlib.Path, held_out: dict[pathlib.Path, str]) -
 
     files = sorted(held_out)
     answers = list(predict_files(ExportedModel(str(export_dir)), [str(p) for p in files]))
-    metrics = reading_metrics([held_out[p] for p in files], [a.text for a in answers])
+    truth = [held_out[p] for p in files]
+    metrics = reading_metrics(truth, [a.text for a in answers])
     metrics["num_invalid"] = sum(not a.valid for a in answers)
+    calibration = calibration_metrics(
+        [a.confidence for a in answers], [a.text == t for a, t in zip(answers, truth, strict=True)]
+    )
+    metrics["share_above_0.9"] = calibration["share_above_0.9"]
+    metrics["accuracy_above_0.9"] = calibration["accuracy_above_0.9"]
     return metrics
 
 
@@ -211,6 +218,8 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
             cer=metrics["cer"],
             num_correct=metrics["num_correct"],
             num_invalid=metrics["num_invalid"],
+            share_above_confident=metrics["share_above_0.9"],
+            accuracy_above_confident=metrics["accuracy_above_0.9"],
         )
     return result
 
@@ -218,8 +227,9 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
 def table(results: list[dict]) -> str:
     lines = [
         "| data | seed | train / held out | held-out accuracy | CER | reading began "
-        "(epoch) | epochs (best) | train min | run's eval acc. | load before-after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(epoch) | epochs (best) | train min | run's eval acc. | answers above 0.9: share, "
+        "right | load before-after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         accuracy = (
@@ -232,10 +242,15 @@ def table(results: list[dict]) -> str:
         epochs = f"{r.get('epochs_run', '')} ({r.get('best_epoch', '')})"
         eval_accuracy = f"{r['eval_accuracy']:.2%}" if r.get("eval_accuracy") is not None else ""
         load = f"{r['load_average_before'][0]:.1f}-{r['load_average_after'][0]:.1f}"
+        confident = (
+            f"{r['share_above_confident']:.1%}, {r['accuracy_above_confident']:.2%}"
+            if r.get("accuracy_above_confident") is not None
+            else ""
+        )
         lines.append(
             f"| {r['kind']} `{r['name']}` | {r['seed']} | {r['train_images']} / "
             f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
-            f"{r.get('train_minutes', '')} | {eval_accuracy} | {load} |"
+            f"{r.get('train_minutes', '')} | {eval_accuracy} | {confident} | {load} |"
         )
     groups: dict[str, list[float]] = {}
     for r in results:
@@ -245,7 +260,7 @@ def table(results: list[dict]) -> str:
             lines.append(
                 f"| **{group} mean** ({len(accuracies)} seeds) | | | "
                 f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
-                "| | | | | | |"
+                "| | | | | | | |"
             )
     return "\n".join(lines)
 

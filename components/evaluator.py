@@ -3,7 +3,8 @@
 Writes `metrics.json` (whole-captcha accuracy, character error rate, ...), `errors.csv`
 (source, label, prediction, confidence), `confusions.csv` (true -> predicted character
 counts from the edit-distance alignment) and pictures: training images with their labels,
-eval predictions with errors in red, and the training curves.
+eval predictions with errors in red, the training curves and the reliability diagram (does
+a confidence of 0.9 mean 9 right answers in 10?).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ import tensorflow as tf
 
 from components import artifact_io, examples
 from components.dataset import read_split
+from components.decoding import calibration_metrics, decode, load_decoding
 from components.geometry import Geometry
-from components.model import decode_logits
-from components.plots import ERROR_COLOR, OK_COLOR, image_grid, training_curves
+from components.plots import (
+    ERROR_COLOR,
+    OK_COLOR,
+    image_grid,
+    reliability_diagram,
+    training_curves,
+)
 from components.preprocessing import preprocess_image
 from components.trainer import HISTORY_FILE, load_trained
 
@@ -38,6 +45,7 @@ CONFUSIONS_FILE = "confusions.csv"
 TRAIN_GRID_FILE = "train_images.png"
 PREDICTIONS_GRID_FILE = "eval_predictions.png"
 CURVES_FILE = "training_curves.png"
+RELIABILITY_FILE = "reliability.png"
 GRID_SIZE = 24
 # Marks a missing character in an alignment: a deletion (true -> "") or insertion ("" -> pred).
 GAP = ""
@@ -117,6 +125,7 @@ def predict_split(
 ) -> dict[str, Any]:
     """Model readings of every example of a split, with the images (for the pictures)."""
     model, vocab, config = load_trained(model_dir)
+    decoding = load_decoding(model_dir)
     ds = (
         read_split(examples_dirs, split)
         .map(
@@ -132,7 +141,7 @@ def predict_split(
     )
     images, labels, sources, texts, confidences = [], [], [], [], []
     for image_batch, label_batch, source_batch in ds:
-        text, confidence = decode_logits(model(image_batch, training=False), vocab)
+        text, confidence = decode(model(image_batch, training=False), vocab, decoding)
         images.append(image_batch.numpy())
         labels += [v.decode("utf-8") for v in label_batch.numpy()]
         sources += [v.decode("utf-8") for v in source_batch.numpy()]
@@ -145,6 +154,7 @@ def predict_split(
         "predictions": texts,
         "confidences": confidences,
         "model_config": config,
+        "decoding": decoding,
     }
 
 
@@ -223,6 +233,14 @@ def run_evaluate(
         examples_dirs=examples.as_list(examples_dirs),
         mean_confidence=float(np.mean(readings["confidences"])),
     )
+    decoding = readings["decoding"]
+    correct = [t == p for t, p in zip(labels, predictions, strict=True)]
+    metrics["calibration"] = {
+        **calibration_metrics(readings["confidences"], correct),
+        "review_below": decoding.review_below,
+        "calibrated": decoding.platt is not None,
+        "label_lengths": list(decoding.label_lengths),
+    }
     confusion_counts = confusions(labels, predictions)
     metrics["top_confusions"] = [
         {"true": t, "predicted": p, "count": n} for (t, p), n in confusion_counts.most_common(10)
@@ -250,6 +268,11 @@ def run_evaluate(
         history = posixpath.join(model_dir, HISTORY_FILE)
         if tf.io.gfile.exists(history):
             training_curves(history, posixpath.join(out, CURVES_FILE))
+        reliability_diagram(
+            metrics["calibration"]["reliability"],
+            posixpath.join(out, RELIABILITY_FILE),
+            review_below=decoding.review_below,
+        )
         artifact_io.write_json(posixpath.join(out, METRICS_FILE), metrics)
     log.info(
         "%s: accuracy %.4f, CER %.4f on %d %s examples",

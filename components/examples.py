@@ -137,6 +137,11 @@ def max_label_length(examples_dirs: Sequence[str]) -> int:
     return max(read_metadata(d)["max_label_length"] for d in examples_dirs)
 
 
+def label_lengths(examples_dirs: Sequence[str]) -> list[int]:
+    """Every label length seen in any span: the lengths an answer may have."""
+    return sorted({int(n) for d in examples_dirs for n in read_metadata(d)["label_length_counts"]})
+
+
 def combined_vocab(examples_dirs: Sequence[str]) -> list[str]:
     """The vocab of the newest span; every older span's vocab must be a prefix of it."""
     vocabs = [read_vocab(posixpath.join(d, VOCAB_FILE)) for d in examples_dirs]

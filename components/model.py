@@ -1,5 +1,7 @@
 """The CNN + BiLSTM + CTC model, built from a `ModelConfig`, and its greedy CTC decoder.
 
+The served decoding (allowed lengths, calibrated confidence) is `components.decoding`.
+
 Class layout of the model's output: index 0 is the CTC blank, index `i + 1` is line `i` of
 `vocab.txt`. That is the convention of `keras.losses.CTC` (blank and label padding = 0), so
 the trainer feeds `label_ids + 1` padded with zeros.
@@ -230,28 +232,22 @@ def compile_model(
 def greedy_decode(logits: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor]:
     """Best path decoding: collapse repeats, drop blanks.
 
-    Returns vocabulary ids (ragged [B, None]) and the probability of the best path, [B].
+    Returns vocabulary ids (ragged [B, None]) and the log-probability of the best path, [B].
+    `components.decoding` builds the served answer on it.
     """
-    probs = tf.nn.softmax(logits, axis=-1)
-    best = tf.argmax(probs, axis=-1, output_type=tf.int32)
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    best = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
     previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
     keep = tf.logical_and(best != BLANK, best != previous)
     # A typed 1, not a Python int: the result stays int32 under any dtype-promotion mode.
     ids = tf.ragged.boolean_mask(best, keep) - tf.constant(1, tf.int32)
-    confidence = tf.exp(tf.reduce_sum(tf.math.log(tf.reduce_max(probs, axis=-1)), axis=-1))
-    return ids, confidence
+    return ids, tf.reduce_sum(tf.reduce_max(log_probs, axis=-1), axis=-1)
 
 
 def ids_to_text(ids: tf.RaggedTensor, vocab: Sequence[str]) -> tf.Tensor:
     """Ragged vocabulary ids -> one UTF-8 string per row."""
     chars = tf.gather(tf.constant(list(vocab)), ids)
     return tf.strings.reduce_join(chars, axis=-1)
-
-
-def decode_logits(logits: tf.Tensor, vocab: Sequence[str]) -> tuple[tf.Tensor, tf.Tensor]:
-    """CTC logits -> (text [B] tf.string, confidence [B] float32)."""
-    ids, confidence = greedy_decode(logits)
-    return ids_to_text(ids, vocab), confidence
 
 
 def _decoded_and_true(

@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than read: image grids and training curves (PNG)."""
+"""Pictures people would rather look at than read: image grids, training curves, reliability."""
 
 from __future__ import annotations
 
@@ -85,5 +85,40 @@ def training_curves(history_csv: str, path: str) -> None:
         axes[-1].set_yscale("log")
     axes[-1].set_title("learning rate")
     axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def reliability_diagram(
+    table: Sequence[dict], path: str, review_below: float | None = None
+) -> None:
+    """Share right against confidence per bin (on the diagonal when calibrated), and counts."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    centres = [(row["low"] + row["high"]) / 2 for row in table]
+    width = table[0]["high"] - table[0]["low"] if table else 0.1
+    filled = [row for row in table if row["count"]]
+    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="calibrated")
+    top.bar(
+        [row["mean_confidence"] for row in filled],
+        [row["accuracy"] for row in filled],
+        width=width * 0.8,
+        alpha=0.7,
+        label="share right",
+    )
+    top.set_ylabel("share of answers right")
+    top.set_ylim(0, 1.02)
+    bottom.bar(centres, [row["count"] for row in table], width=width * 0.8, color="gray")
+    bottom.set_yscale("symlog")
+    bottom.set_ylabel("answers")
+    bottom.set_xlabel("confidence")
+    bottom.set_xlim(0, 1)
+    if review_below is not None:
+        for ax in (top, bottom):
+            ax.axvline(review_below, color=ERROR_COLOR, linewidth=1)
+        top.text(review_below, 0.05, " review below", color=ERROR_COLOR, fontsize=8)
+    top.legend(loc="upper left")
+    top.set_title("reliability on the eval split")
     fig.tight_layout()
     _save(fig, path)

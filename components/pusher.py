@@ -2,8 +2,9 @@
 
 Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
-`preprocessing.preprocess_image` (the trainer's own function) and `model.decode_logits`,
-with the vocabulary embedded as a constant. The model in the graph has its batch norms
+`preprocessing.preprocess_image` (the trainer's own function) and `decoding.decode` (with the
+answer lengths and the calibration the trainer fitted), with the vocabulary embedded as a
+constant. The model in the graph has its batch norms
 folded into its convs (`model.fold_batch_norm`): the same logits, fewer passes over memory.
 
 Layout: `<export_dir>[/<model_name>]/<version>/`. A version is first written to a
@@ -27,7 +28,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components import artifact_io, examples
-from components.model import ModelConfig, decode_logits, fold_batch_norm
+from components.decoding import Decoding, decode, load_decoding, save_decoding
+from components.model import ModelConfig, fold_batch_norm
 from components.object_store import is_object_store, publish_folder
 from components.predict import (
     INPUT_NAME,
@@ -101,7 +103,13 @@ class PushResult:
 class ServingModule(tf.Module):
     """What the SavedModel holds: the Keras model plus decoding before and after it."""
 
-    def __init__(self, model: keras.Model, vocab: Sequence[str], config: ModelConfig) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        vocab: Sequence[str],
+        config: ModelConfig,
+        decoding: Decoding,
+    ) -> None:
         super().__init__(name="captcha_ocr_serving")
         self.model = model
         # Keras 3 variables wrap tf.Variables that tf.Module does not find by itself. Track
@@ -111,6 +119,7 @@ class ServingModule(tf.Module):
         self.model_variables = [variable.value for variable in model.variables]
         self._vocab = list(vocab)
         self._geometry = config.geometry
+        self._decoding = decoding
 
     def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Every item decoded on its own; one that fails to decode becomes a blank image.
@@ -153,7 +162,7 @@ class ServingModule(tf.Module):
     def serve(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images, valid = self._decode_each(image_bytes)
         logits = self.model(images, training=False)
-        text, confidence = decode_logits(logits, self._vocab)
+        text, confidence = decode(logits, self._vocab, self._decoding)
         return {
             "text": tf.where(valid, text, ""),
             "confidence": tf.where(valid, confidence, 0.0),
@@ -187,10 +196,11 @@ def save_candidate(model_dir: str, base_dir: str, metrics_path: str | None = Non
     """
     model, vocab, config = load_trained(model_dir)
     model = fold_batch_norm(model, config)
+    decoding = load_decoding(model_dir)
     temp_dir = posixpath.join(base_dir, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}")
     tf.io.gfile.makedirs(temp_dir)
     try:
-        module = ServingModule(model, vocab, config)
+        module = ServingModule(model, vocab, config, decoding)
         tf.saved_model.save(
             module,
             temp_dir,
@@ -200,6 +210,7 @@ def save_candidate(model_dir: str, base_dir: str, metrics_path: str | None = Non
         tf.io.gfile.makedirs(extra)
         examples.write_vocab(posixpath.join(extra, examples.VOCAB_FILE), vocab)
         config.to_json(posixpath.join(extra, MODEL_CONFIG_FILE))
+        save_decoding(decoding, extra)
         with tf.io.TFRecordWriter(posixpath.join(extra, WARMUP_FILE)) as writer:
             writer.write(_warmup_record())
         if metrics_path:

@@ -25,13 +25,13 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import posixpath
 from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
 
 from components import artifact_io
+from components.decoding import load_decoding
 from components.predict import Prediction
 
 LABELS_FILE = "labels.csv"
@@ -42,12 +42,6 @@ LABELLED = "labelled"
 UNREADABLE = "unreadable"
 STATUSES = (QUEUED, FAILED_TO_DECODE, LABELLED, UNREADABLE)
 ANSWERED = (LABELLED, UNREADABLE)
-# Until the export carries a calibration, queue what the model reads with less than this
-# confidence (greedy CTC: the product of the best class's probability at each time step).
-DEFAULT_REVIEW_BELOW = 0.9
-# An export may state its own threshold: {"review_below": C} in this file of assets.extra/.
-CALIBRATION_FILE = "calibration.json"
-CALIBRATION_KEY = "review_below"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,15 +138,13 @@ def write_rows(path: str, rows: Iterable[ReviewRow]) -> None:
 
 
 def review_threshold(saved_model_dir: str) -> float:
-    """The export's own `review_below` (from its calibration) or DEFAULT_REVIEW_BELOW."""
+    """The export's own `review_below`, fitted with its calibration (components/decoding.py).
+
+    An export without one (from before calibration) gives decoding.DEFAULT_REVIEW_BELOW.
+    """
     from components.pusher import ASSETS_EXTRA
 
-    path = posixpath.join(saved_model_dir, ASSETS_EXTRA, CALIBRATION_FILE)
-    if not tf.io.gfile.exists(path):
-        return DEFAULT_REVIEW_BELOW
-    with tf.io.gfile.GFile(path) as f:
-        calibration = json.load(f)
-    return float(calibration.get(CALIBRATION_KEY, DEFAULT_REVIEW_BELOW))
+    return load_decoding(posixpath.join(saved_model_dir, ASSETS_EXTRA)).review_below
 
 
 def needs_review(prediction: Prediction, review_below: float) -> bool:

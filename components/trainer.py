@@ -1,7 +1,8 @@
 """Trainer: ExampleGen shards -> a trained CNN + BiLSTM + CTC model folder.
 
 The model folder (`model.keras`, `vocab.txt`, `model_config.json`, `train_config.json`,
-`history.csv`, `logs/`, `checkpoints/`, `train_summary.json`) is written under a temporary
+`history.csv`, `logs/`, `checkpoints/`, `train_summary.json`, `decoding.json`: the answer
+lengths seen and the confidence calibrated on the validation holdout) is written under a temporary
 name and renamed into place at the end, so a crash never leaves a folder that looks trained.
 """
 
@@ -20,6 +21,7 @@ import tensorflow as tf
 from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
+from components.decoding import fit_decoding, save_decoding
 from components.model import LOGITS_LAYER, ModelConfig, build_model, compile_model
 from components.progress import keras_verbose
 from components.schedule import LEARNING_STARTED, HoldThenCosine, StopAtDeadline
@@ -400,6 +402,9 @@ def run_train(
                     sorted(epoch_times.seconds)[len(epoch_times.seconds) // 2], 2
                 ),
             }
+        decoding = fit_decoding(model, validation_ds, examples.label_lengths(dirs))
+        summary["decoding"] = decoding.to_dict()
+        save_decoding(decoding, out)
         model.save(posixpath.join(out, MODEL_FILE))
         examples.write_vocab(posixpath.join(out, examples.VOCAB_FILE), vocab)
         model_config.to_json(posixpath.join(out, MODEL_CONFIG_FILE))

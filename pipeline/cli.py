@@ -492,7 +492,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="C",
         help="confidence threshold of --review-dir (default: the export's "
-        "calibration, else review_queue.DEFAULT_REVIEW_BELOW)",
+        "calibration, else decoding.DEFAULT_REVIEW_BELOW)",
     )
     p.set_defaults(handler=_run_predict)
 

@@ -17,6 +17,7 @@ from components.evaluator import (
     CURVES_FILE,
     ERRORS_FILE,
     PREDICTIONS_GRID_FILE,
+    RELIABILITY_FILE,
     TRAIN_GRID_FILE,
 )
 from components.tuner import TRIALS_CSV, TRIALS_PNG
@@ -57,6 +58,30 @@ def _csv_table(path: str, max_rows: int = 30) -> str:
 def _section(title: str, *parts: str) -> str:
     body = "".join(p for p in parts if p)
     return f"<h2>{html.escape(title)}</h2>{body}" if body else ""
+
+
+def _confidence_section(metrics: dict[str, Any], out: str) -> str:
+    """How far a confidence can be trusted: the reliability diagram and the review threshold."""
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return ""
+    above = calibration.get("accuracy_above_0.9")
+    return _section(
+        "Confidence",
+        _table(
+            ["calibrated", "answers above 0.9", "right among them", "review below", "ECE"],
+            [
+                (
+                    "yes (validation holdout)" if calibration["calibrated"] else "no",
+                    f"{calibration['share_above_0.9']:.1%}",
+                    "-" if above is None else f"{above:.2%}",
+                    f"{calibration['review_below']:.3f}",
+                    f"{calibration['expected_calibration_error']:.3f}",
+                )
+            ],
+        ),
+        _image(posixpath.join(out, RELIABILITY_FILE), "reliability diagram"),
+    )
 
 
 def write_report(path: str, records: Sequence[Any]) -> str:
@@ -127,6 +152,7 @@ def write_report(path: str, records: Sequence[Any]) -> str:
                 _csv_table(posixpath.join(out, ERRORS_FILE)),
             )
         )
+        parts.append(_confidence_section(steps["Evaluator"].result, out))
     if "Pusher" in steps:
         push = steps["Pusher"].result
         parts.append(

@@ -14,6 +14,7 @@ from components.evaluator import (
     GAP,
     METRICS_FILE,
     PREDICTIONS_GRID_FILE,
+    RELIABILITY_FILE,
     TRAIN_GRID_FILE,
     align,
     confusions,
@@ -108,7 +109,13 @@ def test_run_evaluate_writes_metrics_csvs_and_pictures(
     counts = confusions(labels, predictions)
     assert {(r["true"], r["predicted"]): int(r["count"]) for r in confusion_rows} == dict(counts)
 
-    for picture in (TRAIN_GRID_FILE, PREDICTIONS_GRID_FILE, CURVES_FILE):
+    calibration = on_disk["calibration"]
+    assert sum(row["count"] for row in calibration["reliability"]) == len(labels)
+    assert calibration["calibrated"] and calibration["label_lengths"]
+    confident = [c > 0.9 for c in readings["confidences"]]
+    assert calibration["share_above_0.9"] == pytest.approx(sum(confident) / len(labels))
+
+    for picture in (TRAIN_GRID_FILE, PREDICTIONS_GRID_FILE, CURVES_FILE, RELIABILITY_FILE):
         data = (output / picture).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000, picture
     assert not list(tmp_path.glob(".evaluation.tmp-*"))

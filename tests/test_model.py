@@ -12,6 +12,7 @@ import tensorflow as tf
 from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, augment_batch, make_augment
 from components.dataset import make_dataset, read_split
+from components.decoding import decode
 from components.geometry import Geometry
 from components.model import (
     KERAS_EXAMPLE,
@@ -19,7 +20,6 @@ from components.model import (
     ModelConfig,
     SequenceAccuracy,
     build_model,
-    decode_logits,
     fold_batch_norm,
 )
 from components.preprocessing import preprocess_image
@@ -33,7 +33,7 @@ def logits_for(paths: list[list[int]], classes: int) -> tf.Tensor:
 def test_greedy_decode_collapses_repeats_and_drops_blanks():
     # vocab a b c -> classes 1 2 3, blank 0
     paths = [[1, 1, 0, 1, 2, 2, 0, 3], [0, 0, 0, 0, 0, 0, 0, 0], [3, 0, 3, 3, 0, 0, 2, 1]]
-    text, confidence = decode_logits(logits_for(paths, 4), ["a", "b", "c"])
+    text, confidence = decode(logits_for(paths, 4), ["a", "b", "c"])
     assert [t.decode() for t in text.numpy()] == ["aabc", "", "ccba"]
     assert np.all((confidence.numpy() > 0.99) & (confidence.numpy() <= 1.0))
 

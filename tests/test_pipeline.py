@@ -87,7 +87,8 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
         assert (pathlib.Path(component["output"]) / runner.COMPLETE_MARKER).is_file()
         assert component["seconds"] > 0
     report = (project["root"] / "work" / runner.REPORT_FILE).read_text()
-    for section in ("Metrics", "Data", "Validation", "Training curves", "Predictions", "Export"):
+    sections = ("Metrics", "Data", "Validation", "Training curves", "Predictions", "Confidence")
+    for section in (*sections, "Export"):
         assert f"<h2>{section}" in report
     assert report.count("data:image/png;base64,") >= 3
 

@@ -25,7 +25,8 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components import dataset, examples
-from components.model import LOGITS_LAYER, ModelConfig, build_model, decode_logits
+from components.decoding import decode, load_decoding
+from components.model import LOGITS_LAYER, ModelConfig, build_model
 from components.predict import (
     INPUT_NAME,
     PREPROCESS_SIGNATURE,
@@ -115,7 +116,8 @@ def keras_reading(
     """What the Keras model reads in this process, preprocessing each file on its own."""
     model, vocab, config = load_trained(str(model_dir))
     images = tf.stack([preprocess_image(f.read_bytes(), config.geometry) for f in files])
-    text, confidence = decode_logits(model(images, training=False), vocab)
+    decoding = load_decoding(str(model_dir))
+    text, confidence = decode(model(images, training=False), vocab, decoding)
     return [t.decode() for t in text.numpy()], confidence.numpy()
 
 

@@ -7,6 +7,7 @@ SavedModels, tiny images so the whole loop runs in about a minute on 2 cores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -18,6 +19,7 @@ from PIL import Image, ImageDraw
 from test_pipeline import TINY_MODEL, config_for, versions, write_clean_images
 
 from components import example_gen, review_queue
+from components.decoding import DEFAULT_REVIEW_BELOW, Decoding, load_decoding, save_decoding
 from components.predict import INVALID_IMAGE, ExportedModel, Prediction, predict_files
 from pipeline import cli, runner
 
@@ -53,14 +55,13 @@ def accuracy(export: str, truth: dict[str, str]) -> float:
 
 
 def calibrate(version_dir: str, clean_images) -> float:
-    """Stand-in for the coming calibration: the 10th percentile of confidence on the style
-    the model reads right, written where `predict --review-dir` looks for its default."""
+    """A threshold of our own (the 10th percentile of confidence on the style the model reads
+    right), written where `predict --review-dir` looks for its default."""
     files = sorted(str(p) for p in clean_images.iterdir())
     confidences = sorted(p.confidence for p in predict_files(ExportedModel(version_dir), files))
     threshold = confidences[len(confidences) // 10]
-    path = f"{version_dir}/assets.extra/{review_queue.CALIBRATION_FILE}"
-    with open(path, "w") as f:
-        json.dump({review_queue.CALIBRATION_KEY: threshold}, f)
+    extra = f"{version_dir}/assets.extra"
+    save_decoding(dataclasses.replace(load_decoding(extra), review_below=threshold), extra)
     return threshold
 
 
@@ -232,10 +233,8 @@ def test_the_queue_never_overwrites_or_queues_the_same_bytes_twice(tmp_path):
 def test_the_default_threshold_comes_from_the_exports_calibration(tmp_path):
     version = tmp_path / "1"
     (version / "assets.extra").mkdir(parents=True)
-    assert review_queue.review_threshold(str(version)) == review_queue.DEFAULT_REVIEW_BELOW
-    (version / "assets.extra" / review_queue.CALIBRATION_FILE).write_text(
-        json.dumps({review_queue.CALIBRATION_KEY: 0.42})
-    )
+    assert review_queue.review_threshold(str(version)) == DEFAULT_REVIEW_BELOW
+    save_decoding(Decoding(review_below=0.42), str(version / "assets.extra"))
     assert review_queue.review_threshold(str(version)) == 0.42
 
 
