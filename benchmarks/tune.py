@@ -3,9 +3,11 @@
 Same data and split as benchmarks/accuracy.py (every fifth file in sorted order, 208 images,
 is held out; the other 832 are the train split, whose 10 % validation holdout scores the
 trials). The search runs `captcha-ocr tune` logic around the `full` profile's model for
-`--minutes`; then the best trial's ModelConfig and the `full` defaults are each trained with
-the `full` profile's training recipe (same seed, same time cap) and read the 208 held-out
-images (whole-captcha accuracy and CER from the model's own metrics, as `model.evaluate`).
+`--minutes` (trial 0 is that model; every trial trains with the `full` recipe within
+`--trial-minutes`); then the best trial's ModelConfig and the `full` defaults are each
+trained with the `full` profile's training recipe for every seed of `--seeds` and read the
+208 held-out images (whole-captcha accuracy and CER from the model's own metrics, as
+`model.evaluate`). When the search kept the defaults, the tuned rows are the defaults' rows.
 
     flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/tune.py --minutes 60
 
@@ -33,8 +35,8 @@ from components import examples  # noqa: E402
 from components.dataset import make_dataset  # noqa: E402
 from components.model import ModelConfig  # noqa: E402
 from components.trainer import TrainConfig, load_trained, run_train  # noqa: E402
-from components.tuner import TuneConfig, run_tune  # noqa: E402
-from pipeline.configs import PROFILES  # noqa: E402
+from components.tuner import ALGORITHMS, DEFAULT_MAX_TRIALS, TuneConfig, run_tune  # noqa: E402
+from pipeline.configs import PROFILES, TUNE_BUDGETS  # noqa: E402
 
 
 def train_and_evaluate(
@@ -44,9 +46,10 @@ def train_and_evaluate(
     train_dir: str,
     held_out_dir: str,
     work: pathlib.Path,
+    seed: int,
 ) -> dict:
     """Train with the trainer, then read the held-out captchas with the model's own metrics."""
-    model_dir = work / "models" / name
+    model_dir = work / "models" / f"{name}-seed{seed}"
     start = time.perf_counter()
     summary = run_train(train_dir, str(model_dir), model_config, train_config)
     train_minutes = (time.perf_counter() - start) / 60
@@ -61,6 +64,7 @@ def train_and_evaluate(
     metrics = model.evaluate(held_out, return_dict=True, verbose=0)
     return {
         "recipe": name,
+        "seed": seed,
         "epochs_run": summary["epochs_run"],
         "best_epoch": summary["best_epoch"],
         "accuracy": metrics["sequence_accuracy"],
@@ -74,17 +78,23 @@ def train_and_evaluate(
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| model | conv filters | BN | dense | LSTM units | dropout | LR | epochs (best) "
+        "| model | seed | conv filters | BN | dense | LSTM units | dropout | LR | epochs (best) "
         "| held-out accuracy | CER | train wall min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m = r["model_config"]
         lines.append(
-            f"| {r['recipe']} | {tuple(m['conv_filters'])} | {m['batch_norm']} | "
+            f"| {r['recipe']} | {r['seed']} | {tuple(m['conv_filters'])} | {m['batch_norm']} | "
             f"{m['dense_units']} | {tuple(m['lstm_units'])} | {m['dropout']} | "
             f"{m['learning_rate']:.2g} | {r['epochs_run']} ({r['best_epoch']}) | "
             f"{r['accuracy']:.2%} | {r['cer']:.4f} | {r['train_minutes']:.1f} |"
+        )
+    for recipe in dict.fromkeys(r["recipe"] for r in results):
+        accuracies = [r["accuracy"] for r in results if r["recipe"] == recipe]
+        lines.append(
+            f"| **{recipe} mean** | {len(accuracies)} seeds | | | | | | | | "
+            f"**{sum(accuracies) / len(accuracies):.2%}** | | |"
         )
     return "\n".join(lines)
 
@@ -107,12 +117,14 @@ def main() -> int:
         help="end the search by this UTC time at the latest (shared machines: "
         "a budget that still fits once the benchmark lock is free)",
     )
+    parser.add_argument("--algorithm", default="bayesian", choices=ALGORITHMS)
+    parser.add_argument("--max-trials", type=int, default=DEFAULT_MAX_TRIALS)
     parser.add_argument(
-        "--algorithm", default="bayesian", choices=("hyperband", "bayesian", "random")
+        "--trial-minutes",
+        type=float,
+        default=TUNE_BUDGETS["full"]["trial_minutes"],
+        help="each trial's training budget (default: what `run --profile full` uses)",
     )
-    parser.add_argument("--max-trials", type=int, default=None)
-    parser.add_argument("--max-epochs", type=int, default=25, help="per trial")
-    parser.add_argument("--patience", type=int, default=6, help="early stopping inside a trial")
     parser.add_argument(
         "--train-minutes",
         type=float,
@@ -126,7 +138,8 @@ def main() -> int:
         help="max epochs of each final training (default: the full profile's); "
         "its cosine schedule spans them",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search's trials")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the final trainings")
     parser.add_argument("--overwrite", action="store_true", help="start the search again")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -147,30 +160,44 @@ def main() -> int:
     config = TuneConfig(
         algorithm=args.algorithm,
         max_trials=args.max_trials,
-        max_epochs=args.max_epochs,
+        trial_minutes=args.trial_minutes,
         time_budget_minutes=minutes,
-        patience=args.patience,
-        seed=args.seed,
         overwrite=args.overwrite,
-        batch_size=full.train.batch_size,
         verbose=2,
     )
     start = time.perf_counter()
-    search = run_tune(train_dir, str(args.work / "tuner"), config, full.model)
+    search = run_tune(
+        train_dir, str(args.work / "tuner"), config, full.model, full.train.replace(seed=args.seed)
+    )
     search_minutes = (time.perf_counter() - start) / 60
     if search.get("best_hyperparameters") is None:
         raise RuntimeError(f"no trial completed within {minutes:.1f} minutes")
     best = ModelConfig.from_dict(search["best_hyperparameters"])
     recipe = full.train.replace(
         max_minutes=args.train_minutes,
-        seed=args.seed,
         verbose=2,
         **({"epochs": args.train_epochs} if args.train_epochs else {}),
     )
-    results = [
-        train_and_evaluate(name, model_config, recipe, train_dir, held_out_dir, args.work)
-        for name, model_config in (("tuned", best), ("full-defaults", full.model))
-    ]
+    kept_defaults = search.get("best_trial_id") == search.get("defaults_trial_id")
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        defaults = train_and_evaluate(
+            "full-defaults",
+            full.model,
+            recipe.replace(seed=seed),
+            train_dir,
+            held_out_dir,
+            args.work,
+            seed,
+        )
+        tuned = (
+            {**defaults, "recipe": "tuned (= defaults)"}
+            if kept_defaults
+            else train_and_evaluate(
+                "tuned", best, recipe.replace(seed=seed), train_dir, held_out_dir, args.work, seed
+            )
+        )
+        results += [tuned, defaults]
     report = {
         "search": {
             k: search[k]
@@ -180,6 +207,8 @@ def main() -> int:
                 "best_trial_id",
                 "best_score",
                 "best_metrics",
+                "defaults_score",
+                "best_beat_defaults_by",
                 "stopped_by_time_budget",
             )
         },
@@ -194,7 +223,7 @@ def main() -> int:
     print(json.dumps(report["search"], indent=2))
     print(
         f"search: {search['num_trials']} trials in {search_minutes:.1f} min "
-        f"({args.algorithm}, max {args.max_epochs} epochs per trial)"
+        f"({args.algorithm}, {args.trial_minutes:g} min per trial)"
     )
     print(table(results))
     return 0

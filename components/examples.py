@@ -138,8 +138,14 @@ def max_label_length(examples_dirs: Sequence[str]) -> int:
 
 
 def label_lengths(examples_dirs: Sequence[str]) -> list[int]:
-    """Every label length seen in any span: the lengths an answer may have."""
-    return sorted({int(n) for d in examples_dirs for n in read_metadata(d)["label_length_counts"]})
+    """Every label length seen in any span: the lengths an answer may have.
+
+    Empty (any length) when a span's metadata predates `label_length_counts`.
+    """
+    counts = [read_metadata(d).get("label_length_counts") for d in examples_dirs]
+    if not all(counts):
+        return []
+    return sorted({int(n) for span in counts for n in span})
 
 
 def combined_vocab(examples_dirs: Sequence[str]) -> list[str]:

@@ -233,26 +233,32 @@ def _schedule(
     return StopAtDeadline(deadline) if deadline is not None else keras.callbacks.Callback()
 
 
-def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callback]:
-    mode = MONITOR_MODES[config.monitor]
-    checkpoints = posixpath.join(out_dir, "checkpoints")
-    tf.io.gfile.makedirs(checkpoints)
+def _selection_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """`val_score` in the logs and the best epoch's weights kept: every fit, trial or not."""
     # hold-cosine ends training itself, after the plateau: early stopping only restores.
     patience = config.epochs if config.lr_schedule == "hold-cosine" else config.patience
     return [
         SelectionScore(),
         keras.callbacks.EarlyStopping(
             monitor=config.monitor,
-            mode=mode,
+            mode=MONITOR_MODES[config.monitor],
             patience=patience,
             start_from_epoch=config.start_from_epoch,
             restore_best_weights=config.restore_best,
             verbose=1,
         ),
+    ]
+
+
+def _artifact_callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callback]:
+    """What a model folder keeps of its training: checkpoints, history.csv, TensorBoard."""
+    checkpoints = posixpath.join(out_dir, "checkpoints")
+    tf.io.gfile.makedirs(checkpoints)
+    return [
         keras.callbacks.ModelCheckpoint(
             posixpath.join(checkpoints, "best.weights.h5"),
             monitor=config.monitor,
-            mode=mode,
+            mode=MONITOR_MODES[config.monitor],
             save_best_only=True,
             save_weights_only=True,
         ),
@@ -264,11 +270,155 @@ def _callbacks(config: TrainConfig, out_dir: str) -> list[keras.callbacks.Callba
     ]
 
 
+@dataclasses.dataclass
+class Fitted:
+    """What `fit_model` returns: the model (best epoch's weights) and how training went."""
+
+    model: keras.Model
+    history: keras.callbacks.History
+    attempts: list[dict[str, Any]]
+    best_epoch: int  # 0-based, in `history`
+    epoch_seconds: list[float]
+
+
+def fit_model(
+    model_config: ModelConfig,
+    vocab: Sequence[str],
+    fit_ds: tf.data.Dataset,
+    validation_ds: tf.data.Dataset,
+    steps_per_epoch: int,
+    train_config: TrainConfig,
+    deadline: float | None,
+    out_dir: str | None = None,
+    stop_when_stalled: bool = False,
+) -> Fitted:
+    """The one training loop, for the Trainer and for every Tuner trial alike.
+
+    Builds the model, trains it with the recipe's schedule and selection score, and restarts
+    an attempt whose model still reads nothing when the plateau limit is reached, with the
+    next seed and half the learning rate, at most `max_restarts` times, before `deadline`.
+    `out_dir` (the Trainer's) gets checkpoints, history.csv and TensorBoard logs.
+    `stop_when_stalled` (a Tuner trial) ends the last attempt too at the plateau limit,
+    instead of decaying the rate of a model that reads nothing.
+    """
+    start = time.time()
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(train_config.max_restarts + 1):
+        seed = train_config.seed + attempt
+        learning_rate = model_config.learning_rate * 0.5**attempt
+        keras.utils.set_random_seed(seed)
+        model = build_model(model_config, len(vocab))
+        if train_config.warm_start:
+            warm_start(model, vocab, train_config.warm_start)
+        compile_model(model, _learning_rate(learning_rate, train_config, steps_per_epoch))
+        schedule = _schedule(
+            train_config,
+            learning_rate,
+            steps_per_epoch,
+            deadline,
+            last_attempt=attempt == train_config.max_restarts and not stop_when_stalled,
+        )
+        selection = _selection_callbacks(train_config)
+        artifacts = _artifact_callbacks(train_config, out_dir) if out_dir else []
+        epoch_times = _EpochTimes()
+        history = model.fit(
+            fit_ds,
+            validation_data=validation_ds,
+            epochs=train_config.epochs,
+            callbacks=[schedule, *selection, *artifacts, epoch_times],
+            verbose=keras_verbose(train_config.verbose),
+        )
+        stalled = getattr(schedule, "stalled", False)
+        attempts.append(
+            {
+                "seed": seed,
+                "learning_rate": learning_rate,
+                "epochs": len(history.epoch),
+                "stalled": stalled,
+                "reading_began_epoch": getattr(schedule, "reading_began_epoch", None),
+            }
+        )
+        if not stalled:
+            break
+        if attempt < train_config.max_restarts:
+            log.warning(
+                "attempt %d read nothing after %d epochs (%.1f min): the CTC blank plateau. "
+                "Starting again with seed %d and learning rate %.2g",
+                attempt + 1,
+                len(history.epoch),
+                (time.time() - start) / 60,
+                seed + 1,
+                learning_rate / 2,
+            )
+    early_stopping = selection[1]
+    best_epoch = early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
+    return Fitted(model, history, attempts, best_epoch, epoch_times.seconds)
+
+
 def _seconds_per_pass(ds: tf.data.Dataset) -> float:
     start = time.perf_counter()
     for _ in ds:
         pass
     return time.perf_counter() - start
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The input of a fit: the spans' vocabulary, the data-derived model config, the datasets."""
+
+    dirs: list[str]
+    vocab: list[str]
+    max_label_length: int
+    model_config: ModelConfig  # with the input geometry derived from the data
+    fit_ds: tf.data.Dataset
+    validation_ds: tf.data.Dataset
+    counts: dict[str, int]
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.counts["fit"] // self.batch_size)
+
+
+def data_model_config(dirs: Sequence[str], model_config: ModelConfig) -> tuple[ModelConfig, int]:
+    """The config with its input geometry derived from the spans' data, and the longest label."""
+    max_label_length = examples.max_label_length(dirs)
+    model_config = model_config.with_data_geometry([examples.read_metadata(d) for d in dirs])
+    model_config.check_label_length(max_label_length)
+    return model_config, max_label_length
+
+
+def prepare_training(
+    examples_dirs: str | list[str], model_config: ModelConfig, train_config: TrainConfig
+) -> TrainingData:
+    """Everything a fit reads, the same for the Trainer and the Tuner's trials.
+
+    The validation holdout (train_config.validation_percent of the train split, by image
+    digest) is what picks the best epoch and ranks the tuner's trials; the eval split stays
+    for the Evaluator.
+    """
+    dirs = examples.as_list(examples_dirs)
+    model_config, max_label_length = data_model_config(dirs, model_config)
+    keras.utils.set_random_seed(train_config.seed)
+    fit_ds, validation_ds, counts = fit_and_validation(
+        dirs,
+        geometry=model_config.geometry,
+        max_label_length=max_label_length,
+        batch_size=train_config.batch_size,
+        validation_percent=train_config.validation_percent,
+        augment=make_augment(train_config.augment),
+        seed=train_config.seed,
+    )
+    return TrainingData(
+        dirs=dirs,
+        vocab=examples.combined_vocab(dirs),
+        max_label_length=max_label_length,
+        model_config=model_config,
+        fit_ds=fit_ds,
+        validation_ds=validation_ds,
+        counts=counts,
+        batch_size=train_config.batch_size,
+    )
 
 
 def run_train(
@@ -285,23 +435,11 @@ def run_train(
     """
     start = time.time()
     deadline = start + 60 * train_config.max_minutes if train_config.max_minutes else None
-    dirs = examples.as_list(examples_dirs)
-    vocab = examples.combined_vocab(dirs)
-    max_label_length = examples.max_label_length(dirs)
-    model_config = model_config.with_data_geometry([examples.read_metadata(d) for d in dirs])
-    model_config.check_label_length(max_label_length)
-    keras.utils.set_random_seed(train_config.seed)
-
-    fit_ds, validation_ds, counts = fit_and_validation(
-        dirs,
-        geometry=model_config.geometry,
-        max_label_length=max_label_length,
-        batch_size=train_config.batch_size,
-        validation_percent=train_config.validation_percent,
-        augment=make_augment(train_config.augment),
-        seed=train_config.seed,
-    )
-    steps_per_epoch = -(-counts["fit"] // train_config.batch_size)
+    data = prepare_training(examples_dirs, model_config, train_config)
+    dirs, vocab, max_label_length = data.dirs, data.vocab, data.max_label_length
+    model_config, counts = data.model_config, data.counts
+    fit_ds, validation_ds = data.fit_ds, data.validation_ds
+    steps_per_epoch = data.steps_per_epoch
     geometry = model_config.geometry
     log.info(
         "training on %d examples, validating on %d, %d characters, labels up to %d; "
@@ -317,57 +455,16 @@ def run_train(
     )
 
     with artifact_io.atomic_dir(output_dir) as out:
-        attempts = []
-        for attempt in range(train_config.max_restarts + 1):
-            seed = train_config.seed + attempt
-            learning_rate = model_config.learning_rate * 0.5**attempt
-            keras.utils.set_random_seed(seed)
-            model = build_model(model_config, len(vocab))
-            if train_config.warm_start:
-                warm_start(model, vocab, train_config.warm_start)
-            compile_model(model, _learning_rate(learning_rate, train_config, steps_per_epoch))
-            schedule = _schedule(
-                train_config,
-                learning_rate,
-                steps_per_epoch,
-                deadline,
-                last_attempt=attempt == train_config.max_restarts,
-            )
-            callbacks = _callbacks(train_config, out)
-            epoch_times = _EpochTimes()
-            history = model.fit(
-                fit_ds,
-                validation_data=validation_ds,
-                epochs=train_config.epochs,
-                callbacks=[schedule, *callbacks, epoch_times],
-                verbose=keras_verbose(train_config.verbose),
-            )
-            stalled = getattr(schedule, "stalled", False)
-            attempts.append(
-                {
-                    "seed": seed,
-                    "learning_rate": learning_rate,
-                    "epochs": len(history.epoch),
-                    "stalled": stalled,
-                    "reading_began_epoch": getattr(schedule, "reading_began_epoch", None),
-                }
-            )
-            if not stalled:
-                break
-            log.warning(
-                "attempt %d read nothing after %d epochs (%.1f min): the CTC blank plateau. "
-                "Starting again with seed %d and learning rate %.2g",
-                attempt + 1,
-                len(history.epoch),
-                (time.time() - start) / 60,
-                seed + 1,
-                learning_rate / 2,
-            )
-        train_seconds = time.time() - start
-        early_stopping = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
-        best_epoch = (
-            early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
+        fitted = fit_model(
+            model_config, vocab, fit_ds, validation_ds, steps_per_epoch, train_config, deadline, out
         )
+        model, history, attempts, best_epoch = (
+            fitted.model,
+            fitted.history,
+            fitted.attempts,
+            fitted.best_epoch,
+        )
+        train_seconds = time.time() - start
         best = {k: float(v[best_epoch]) for k, v in history.history.items()}
         summary: dict[str, Any] = {
             "model_dir": output_dir,
@@ -383,7 +480,7 @@ def run_train(
             "attempts": attempts,
             "reading_began_epoch": attempts[-1]["reading_began_epoch"],
             "train_seconds": round(train_seconds, 1),
-            "seconds_per_epoch": epoch_times.seconds,
+            "seconds_per_epoch": fitted.epoch_seconds,
             "stopped_by_time_budget": deadline is not None and time.time() >= deadline - 1,
         }
         if not summary["learned"]:
@@ -399,7 +496,7 @@ def run_train(
                 "seconds_per_epoch": round(input_seconds, 2),
                 "images_per_second": round(counts["fit"] / max(input_seconds, 1e-9)),
                 "train_seconds_per_epoch_median": round(
-                    sorted(epoch_times.seconds)[len(epoch_times.seconds) // 2], 2
+                    sorted(fitted.epoch_seconds)[len(fitted.epoch_seconds) // 2], 2
                 ),
             }
         decoding = fit_decoding(model, validation_ds, examples.label_lengths(dirs))

@@ -1,9 +1,17 @@
 """Tuner: a Keras Tuner search over the model's hyperparameters, resumable and time-boxed.
 
-The search space is `components.model.search_space` (next to the model builder); trials
-train `build_model` on the same tf.data input as the trainer, and are scored on the same
-holdout of the train split with the same `val_score` (whole-captcha accuracy, CTC loss as
-tie-break), so the eval split stays untouched for the evaluator.
+The search space is `components.model.search_space` (next to the model builder). A trial
+trains the way the Trainer trains, through the same `trainer.fit_model` (the recipe's
+schedule with its plateau hold, augmentation, batch size) on the same `prepare_training`
+input, within `trial_minutes`, and is scored on the Trainer's validation holdout with its
+`val_score` (whole-captcha accuracy, CTC loss as tie-break), so a trial's score predicts the
+trained model's and the eval split stays untouched for the evaluator. Trial 0 is the
+profile's own model (the search space's defaults): the best trial is never worse on
+validation than not searching, and the summary says by how much it beat the defaults. A
+trial still reading nothing at its plateau limit (trainer.MAX_HOLD_FRACTION of its budget)
+is stopped there: it cannot win. The search is Bayesian optimisation (or random) with a
+time budget per trial; Hyperband's budget is epochs, and its first rungs end inside the CTC
+plateau, where every trial scores the same.
 
 Output folder:
 
@@ -41,17 +49,17 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components import artifact_io, examples
-from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
-from components.dataset import fit_and_validation
 from components.model import ModelConfig, build_model, search_space
 from components.progress import keras_verbose
-from components.schedule import StopAtDeadline
 from components.settings import setting
 from components.trainer import (
     MONITOR_MODES,
     SELECTION_SCORE,
-    SelectionScore,
     TrainConfig,
+    TrainingData,
+    data_model_config,
+    fit_model,
+    prepare_training,
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +67,8 @@ log = logging.getLogger(__name__)
 # This component's folder under the pipeline root (pipeline/runner.py).
 PIPELINE_FOLDER = "Tuner"
 
-ALGORITHMS = ("hyperband", "bayesian", "random")
-DEFAULT_MAX_TRIALS = 20  # for random and bayesian; Hyperband's schedule sets its own count
+ALGORITHMS = ("bayesian", "random")
+DEFAULT_MAX_TRIALS = 20
 SEARCH_DIR = "search"
 TUNE_CONFIG_FILE = "tune_config.json"
 BEST_HYPERPARAMETERS_FILE = "best_hyperparameters.json"
@@ -74,32 +82,32 @@ RESUMABLE_CHANGES = ("max_trials", "time_budget_minutes", "overwrite", "verbose"
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:
-    """How to search (what is searched is `components.model.search_space`)."""
+    """How to search (what is searched is `components.model.search_space`; how each trial
+    trains is the recipe's TrainConfig, passed beside this)."""
 
-    algorithm: str = setting("hyperband", "search algorithm", choices=ALGORITHMS)
-    max_trials: int | None = setting(
-        None,
-        "stop after N trials",
-        shown_default=f"{DEFAULT_MAX_TRIALS} for bayesian and "
-        "random, Hyperband's own schedule for hyperband",
+    algorithm: str = setting("bayesian", "search algorithm", choices=ALGORITHMS)
+    max_trials: int = setting(
+        DEFAULT_MAX_TRIALS, "stop after N trials (trial 0 is the profile's own model)"
     )
-    max_epochs: int = setting(30, "epochs per trial (Hyperband's largest bracket)")
+    trial_minutes: float | None = setting(
+        None,
+        "each trial's training budget in minutes",
+        metavar="MINUTES",
+        shown_default="the recipe's max_minutes",
+    )
     time_budget_minutes: float | None = setting(
-        None, "start no trial and no epoch after this long", flag="--time-budget", metavar="MINUTES"
+        None,
+        "start no trial that would end after this long (trial 0 always runs)",
+        flag="--time-budget",
+        metavar="MINUTES",
     )
     overwrite: bool = setting(False, "start again instead of resuming")
-    seed: int = setting(0, "random seed of the search and of every trial's weights")
-    batch_size: int = setting(16, "images per training step")
     objective: str = setting(
         SELECTION_SCORE,
         "what ranks trials: val_score is whole-captcha accuracy on the "
         "trainer's validation holdout, CTC loss as tie-break",
         choices=tuple(MONITOR_MODES),
     )
-    patience: int = setting(8, "early stopping inside each trial, in epochs")
-    validation_percent: int = TrainConfig.validation_percent  # the trainer's holdout
-    hyperband_factor: int = 3
-    augment: AugmentConfig = NO_AUGMENTATION
     verbose: int | str = "auto"  # Keras progress output and the tuner's trial tables
 
     def __post_init__(self) -> None:
@@ -107,16 +115,11 @@ class TuneConfig:
             raise ValueError(f"algorithm is one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.objective not in MONITOR_MODES:
             raise ValueError(f"objective is one of {sorted(MONITOR_MODES)}, got {self.objective!r}")
-        if self.max_trials is not None and self.max_trials < 1:
+        if self.max_trials < 1:
             raise ValueError(f"max_trials must be at least 1, got {self.max_trials}")
-        if self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
-        if self.time_budget_minutes is not None and self.time_budget_minutes <= 0:
-            raise ValueError(
-                f"time_budget_minutes must be positive, got {self.time_budget_minutes}"
-            )
-        if not 0 < self.validation_percent < 100:
-            raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
+        for name in ("trial_minutes", "time_budget_minutes"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,18 +133,25 @@ def process_role() -> str:
 
 
 class _BudgetedOracle:
-    """Mixed into a Keras Tuner oracle: no new trial after the deadline, reports after each trial.
+    """Mixed into a Keras Tuner oracle: trial 0 holds the defaults, trials fit the time budget,
+    reports after each trial.
 
     The oracle is the one place every trial passes through, in a distributed search too (it
-    lives in the chief), so the budget and the reports hold for the whole search.
+    lives in the chief), so trial 0, the budget and the reports hold for the whole search.
     """
 
-    deadline: float | None = None  # time.time() after which no trial starts
+    deadline: float | None = None  # time.time() after which no trial may still be training
+    trial_seconds: float | None = None
     after_trial: Callable[[kt.Oracle], None] | None = None
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if self.deadline is not None and time.time() >= self.deadline:
-            log.info("time budget reached: no new trials")
+        if not self.trials:  # the first trial of the search, resumed or not
+            space = self.hyperparameters.copy()
+            defaults = {hp.name: hp.default for hp in space.space if space.is_active(hp)}
+            return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": defaults}
+        left = None if self.deadline is None else self.deadline - time.time()
+        if left is not None and left < (self.trial_seconds or 0.0):
+            log.info("%.1f min left, less than a trial's budget: no new trials", left / 60)
             return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
         return super().populate_space(trial_id)
 
@@ -152,10 +162,6 @@ class _BudgetedOracle:
             self.after_trial(self)
 
 
-class _HyperbandOracle(_BudgetedOracle, kt.oracles.HyperbandOracle):
-    pass
-
-
 class _BayesianOracle(_BudgetedOracle, kt.oracles.BayesianOptimizationOracle):
     pass
 
@@ -164,51 +170,73 @@ class _RandomOracle(_BudgetedOracle, kt.oracles.RandomSearchOracle):
     pass
 
 
-def _make_oracle(config: TuneConfig) -> kt.Oracle:
+def _make_oracle(config: TuneConfig, seed: int) -> kt.Oracle:
     objective = kt.Objective(config.objective, MONITOR_MODES[config.objective])
-    seed = config.seed + 1  # Keras Tuner takes a seed of 0 as "pick one at random"
-    if config.algorithm == "hyperband":
-        oracle = _HyperbandOracle(
-            objective, max_epochs=config.max_epochs, factor=config.hyperband_factor, seed=seed
-        )
-        oracle.max_trials = config.max_trials  # the base Oracle stops there; None = no cap
-        return oracle
-    max_trials = config.max_trials or DEFAULT_MAX_TRIALS
-    if config.algorithm == "bayesian":
-        return _BayesianOracle(objective, max_trials=max_trials, seed=seed)
-    return _RandomOracle(objective, max_trials=max_trials, seed=seed)
+    oracle_class = _BayesianOracle if config.algorithm == "bayesian" else _RandomOracle
+    # Keras Tuner takes a seed of 0 as "pick one at random".
+    return oracle_class(objective, max_trials=config.max_trials, seed=seed + 1)
 
 
 class _CaptchaHyperModel(kt.HyperModel):
-    """`build_model(search_space(hp, base))`, seeded so trials differ by hyperparameters only."""
+    """`build_model(search_space(hp, base))`: how Keras Tuner learns the search space."""
 
-    def __init__(self, base: ModelConfig, vocab_size: int, seed: int) -> None:
+    def __init__(self, base: ModelConfig, vocab_size: int) -> None:
         super().__init__(name="captcha_ocr")
         self.base = base
         self.vocab_size = vocab_size
-        self.seed = seed
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        keras.utils.set_random_seed(self.seed)
         return build_model(search_space(hp, self.base), self.vocab_size)
 
 
-class _Tuner(kt.Hyperband):
-    """Keras Tuner's Hyperband tuner driving any of our oracles.
+class _Tuner(kt.Tuner):
+    """Keras Tuner's loop (oracle, resume, chief/worker) around the Trainer's own fit."""
 
-    Hyperband's tuner only adds the bookkeeping for the Hyperband oracle's `tuner/epochs`
-    values (train a promoted trial on from its previous round's checkpoint); with the other
-    oracles it is the plain `kt.Tuner`. Its own `__init__` would make a fresh oracle, so the
-    base `Tuner.__init__` is called with ours.
-    """
-
-    def __init__(self, oracle: kt.Oracle, **kwargs: Any) -> None:
-        kt.Tuner.__init__(self, oracle=oracle, **kwargs)
+    def __init__(
+        self,
+        oracle: kt.Oracle,
+        data: TrainingData | None,
+        trial_config: TrainConfig,
+        deadline: float | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(oracle=oracle, **kwargs)
+        self.data = data
+        self.trial_config = trial_config
+        self.deadline = deadline  # the search's: a worker's oracle is a client without it
         self.trials_run_here: list[str] = []
 
-    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+    def run_trial(self, trial: kt.engine.trial.Trial, *args: Any, **kwargs: Any):
+        """One trial: the recipe's fit of the trial's model; Keras Tuner scores its History."""
         self.trials_run_here.append(trial.trial_id)
-        super().on_trial_begin(trial)
+        start = time.time()
+        deadline = start + 60 * self.trial_config.max_minutes
+        if self.deadline is not None:  # trial 0 gets a minute at least
+            deadline = min(deadline, max(self.deadline, start + 60))
+        data = self.data
+        fitted = fit_model(
+            search_space(trial.hyperparameters, data.model_config),
+            data.vocab,
+            data.fit_ds,
+            data.validation_ds,
+            data.steps_per_epoch,
+            self.trial_config,
+            deadline,
+            stop_when_stalled=True,
+        )
+        objective = self.oracle.objective
+        scores = fitted.history.history.get(objective.name, [])
+        score = scores[fitted.best_epoch] if scores else float("nan")
+        log.info(
+            "trial %s: %s %.4f in %.1f min (%d epochs%s)",
+            trial.trial_id,
+            objective.name,
+            score,
+            (time.time() - start) / 60,
+            len(fitted.history.epoch),
+            ", stopped reading nothing" if fitted.attempts[-1]["stalled"] else "",
+        )
+        return fitted.history
 
 
 def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any]) -> None:
@@ -240,23 +268,19 @@ def _trial_rows(
     names: list[str] = []
     rows = []
     for trial in sorted(trials, key=lambda t: int(t.trial_id)):
-        # The search space's names, then Hyperband's bookkeeping (tuner/epochs, tuner/trial_id, ...)
-        for name in [hp.name for hp in trial.hyperparameters.space] + list(
-            trial.hyperparameters.values
-        ):
+        for name in [hp.name for hp in trial.hyperparameters.space]:
             if name not in names:
                 names.append(name)
         metrics = {
             name: trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
             for name in (objective, *REPORT_METRICS)
         }
-        first_epoch = trial.hyperparameters.values.get("tuner/initial_epoch", 0)
         row = {
             "trial_id": trial.trial_id,
             "status": trial.status,
             **metrics,
             "objective": trial.score,
-            "best_epoch": None if trial.score is None else first_epoch + trial.best_step + 1,
+            "best_epoch": None if trial.score is None else trial.best_step + 1,
             **trial.hyperparameters.values,
         }
         rows.append(row)
@@ -266,7 +290,7 @@ def _trial_rows(
 def _plot_trials(rows: list[dict[str, Any]], names: list[str], objective: str, path: str) -> None:
     """One panel per hyperparameter: its value against the objective, best trial in red."""
     scored = [row for row in rows if row["objective"] is not None]
-    names = [name for name in names if not name.startswith("tuner/")] or ["trial_id"]
+    names = names or ["trial_id"]
     sign = 1 if MONITOR_MODES[objective] == "max" else -1
     best = max(scored, key=lambda row: sign * row["objective"], default=None)
     columns = min(4, len(names))
@@ -349,89 +373,94 @@ def _write_reports(
     return report
 
 
+def _compare_with_defaults(oracle: kt.Oracle, objective: str) -> dict[str, Any]:
+    """Trial 0's score (the profile's model) and how much the best trial beat it."""
+    first = min(oracle.trials.values(), key=lambda trial: int(trial.trial_id), default=None)
+    if first is None or first.score is None:
+        return {}
+    best = oracle.get_best_trials(1)[0]
+    sign = 1 if MONITOR_MODES[objective] == "max" else -1
+    return {
+        "defaults_trial_id": first.trial_id,
+        "defaults_score": first.score,
+        "best_beat_defaults_by": sign * (best.score - first.score),
+    }
+
+
 def run_tune(
     examples_dirs: str | list[str],
     output_dir: str,
     config: TuneConfig,
     base_model_config: ModelConfig,
+    train_config: TrainConfig,
 ) -> dict[str, Any]:
-    """Search (or resume searching) until max trials, Hyperband's schedule or the time budget.
+    """Search (or resume searching) until max trials or the time budget.
 
-    `base_model_config` fixes what is not searched (image size, kernel size) and centres the
-    widths searched. Returns `tune_summary.json` (on a worker: the trials it ran).
+    `base_model_config` is trial 0 and centres the space (its input geometry comes from the
+    data); `train_config` is how every trial trains (its max_minutes replaced by
+    `config.trial_minutes` when given; no restarts: a stalled trial just ends). Returns
+    `tune_summary.json` (on a worker: the trials it ran).
     """
     start = time.time()
     deadline = start + 60 * config.time_budget_minutes if config.time_budget_minutes else None
+    trial_config = train_config.replace(
+        max_minutes=config.trial_minutes or train_config.max_minutes,
+        max_restarts=0,
+        measure_input_pipeline=False,
+        warm_start=None,
+        verbose=config.verbose,
+    )
+    if not trial_config.max_minutes:
+        raise ValueError("trials need a time budget: set trial_minutes or the recipe's max_minutes")
     dirs = examples.as_list(examples_dirs)
     vocab = examples.combined_vocab(dirs)
-    max_label_length = examples.max_label_length(dirs)
-    base_model_config = base_model_config.with_data_geometry(
-        [examples.read_metadata(d) for d in dirs]
-    )
-    base_model_config.check_label_length(max_label_length)
+    base_model_config, max_label_length = data_model_config(dirs, base_model_config)
     role = process_role()
 
     if role != "worker":
         settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
         settings.update(
             base_model_config=base_model_config.to_dict(),
+            trial_config=trial_config.replace(verbose=0).to_dict(),
             vocab_size=len(vocab),
             max_label_length=max_label_length,
         )
         _prepare_output(output_dir, config, settings)
 
-    oracle = _make_oracle(config)
+    oracle = _make_oracle(config, train_config.seed)
     oracle.deadline = deadline
+    oracle.trial_seconds = 60 * trial_config.max_minutes
     if role != "worker":
         oracle.after_trial = lambda o: _write_reports(
             o, output_dir, base_model_config, config.objective
         )
+    # The chief only serves the oracle: it reads no data.
+    data = None if role == "chief" else prepare_training(dirs, base_model_config, trial_config)
+    if data is not None:
+        log.info(
+            "trials train on %d examples for up to %.1f min each and are scored on %d",
+            data.counts["fit"],
+            trial_config.max_minutes,
+            data.counts["validation"],
+        )
     tuner = _Tuner(
         oracle,
-        hypermodel=_CaptchaHyperModel(base_model_config, len(vocab), config.seed),
+        data,
+        trial_config,
+        deadline,
+        hypermodel=_CaptchaHyperModel(base_model_config, len(vocab)),
         directory=output_dir,
         project_name=SEARCH_DIR,
         # Only the chief owns the shared state; a worker starting again must not erase it.
         overwrite=config.overwrite and role != "worker",
     )
-    verbose = keras_verbose(config.verbose)
     if role == "chief":
         log.info(
             "chief: serving the oracle on %s:%s",
             os.environ["KERASTUNER_ORACLE_IP"],
             os.environ["KERASTUNER_ORACLE_PORT"],
         )
-        tuner.search(verbose=verbose)
-    else:
-        fit_ds, validation_ds, counts = fit_and_validation(
-            dirs,
-            geometry=base_model_config.geometry,
-            max_label_length=max_label_length,
-            batch_size=config.batch_size,
-            validation_percent=config.validation_percent,
-            augment=make_augment(config.augment),
-            seed=config.seed,
-        )
-        log.info(
-            "trials train on %d examples and are scored on %d", counts["fit"], counts["validation"]
-        )
-        callbacks: list[keras.callbacks.Callback] = [
-            SelectionScore(),
-            keras.callbacks.EarlyStopping(
-                monitor=config.objective,
-                mode=MONITOR_MODES[config.objective],
-                patience=config.patience,
-            ),
-        ]
-        if deadline is not None:
-            callbacks.append(StopAtDeadline(deadline))
-        tuner.search(
-            fit_ds,
-            validation_data=validation_ds,
-            epochs=config.max_epochs,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+    tuner.search(verbose=keras_verbose(config.verbose))
 
     summary: dict[str, Any] = {
         "role": role,
@@ -443,6 +472,7 @@ def run_tune(
     if role == "worker":
         return summary
     summary.update(_write_reports(oracle, output_dir, base_model_config, config.objective))
+    summary.update(_compare_with_defaults(oracle, config.objective))
     summary["objective"] = {"name": config.objective, "direction": MONITOR_MODES[config.objective]}
     summary["best_hyperparameters_path"] = (
         posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE)
@@ -451,6 +481,10 @@ def run_tune(
     )
     artifact_io.write_file(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
     log.info(
-        "%d trials, best %s -> %s", summary["num_trials"], summary.get("best_score"), output_dir
+        "%d trials; best %s (trial %s), the profile's model %s",
+        summary["num_trials"],
+        summary.get("best_score"),
+        summary.get("best_trial_id"),
+        summary.get("defaults_score"),
     )
     return summary

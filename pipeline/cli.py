@@ -305,6 +305,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         help="search state and results (default: tuner/ next to the first --examples)",
     )
     _add_recipe_flags(p, default_profile="full")
+    # How each trial trains: the recipe's TrainConfig, its budget being --trial-minutes.
+    add_settings(p, TrainConfig, skip=("max_minutes",), default_of=_profile_default)
     add_settings(p, TuneConfig)
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.set_defaults(handler=_run_tune)
@@ -317,11 +319,11 @@ def _run_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
     from components.tuner import run_tune
 
     config = TuneConfig(**given_settings(TuneConfig, args), verbose=0 if args.quiet else 2)
-    base = resolve_recipe(args.profile, args.hyperparameters).model
+    recipe = _recipe(args)
     output = args.output or posixpath.join(
         posixpath.dirname(args.examples[0].rstrip("/")) or ".", "tuner"
     )
-    summary = run_tune(args.examples, output, config, base)
+    summary = run_tune(args.examples, output, config, recipe.model, recipe.train)
     print(json.dumps(summary, indent=2))
     if summary["role"] != "worker" and summary.get("best_hyperparameters_path") is None:
         print("no trial completed: no best_hyperparameters.json", file=sys.stderr)

@@ -273,12 +273,12 @@ def _tune_step(
     from components.model import ModelConfig
 
     tune_config = tuner.TuneConfig(**configs.TUNE_BUDGETS[config.profile])
-    base_config = config.recipe().model
+    recipe = config.recipe()
     tuned = orch.step(
         "Tuner",
         orch.path(tuner.PIPELINE_FOLDER),
-        [validated.fingerprint, tune_config, base_config],
-        lambda out: tuner.run_tune(ingest.output, out, tune_config, base_config),
+        [validated.fingerprint, tune_config, recipe.model, recipe.train],
+        lambda out: tuner.run_tune(ingest.output, out, tune_config, recipe.model, recipe.train),
     )
     best = ModelConfig.from_json(posixpath.join(tuned.output, tuner.BEST_HYPERPARAMETERS_FILE))
     return tuned, best

@@ -20,6 +20,7 @@ CLEAN_HEIGHT, CLEAN_WIDTH = 24, 64
 
 def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathlib.Path:
     """Contract 1 output (GZIP shards, vocab.txt, metadata.json) from {split: [(png, label)]}."""
+    import collections
     import json
 
     import tensorflow as tf
@@ -49,6 +50,9 @@ def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathl
         "counts": {split: len(items) for split, items in splits.items()},
         "vocab_size": len(vocab),
         "max_label_length": max(len(label) for items in splits.values() for _, label in items),
+        "label_length_counts": dict(
+            collections.Counter(str(len(label)) for items in splits.values() for _, label in items)
+        ),
         "image_height_range": [CLEAN_HEIGHT, CLEAN_HEIGHT],
         "image_width_range": [CLEAN_WIDTH, CLEAN_WIDTH],
         "aspect_ratio_range": [CLEAN_WIDTH / CLEAN_HEIGHT] * 2,

@@ -13,18 +13,21 @@ import subprocess
 import sys
 import time
 
+import keras_tuner as kt
 import pytest
-from helpers import PROJECT_ROOT, tiny_model
+from helpers import PROJECT_ROOT, tiny_model, tiny_training
 
-from components.model import ModelConfig
+from components import tuner as tuner_module
+from components.model import ModelConfig, search_space
 from components.trainer import load_trained
 from components.tuner import TuneConfig, run_tune
 from pipeline.cli import main
 
 TINY = tiny_model()
-# Hyperband (the default) with 3 epochs: three 1-epoch trials, then the best of them trained on
-# to epoch 3 from its checkpoint; the fourth trial is that promotion.
-QUICK = TuneConfig(algorithm="hyperband", max_trials=4, max_epochs=3, batch_size=32, verbose=0)
+# Four random-search trials of one epoch each, trained the way the trainer trains (the quick
+# recipe cut short by tiny_training); trial 0 is TINY itself.
+QUICK = TuneConfig(algorithm="random", max_trials=4, trial_minutes=1.0, verbose=0)
+TRIAL = tiny_training(epochs=1, batch_size=32)
 
 
 def _trials_csv(output_dir) -> list[dict[str, str]]:
@@ -43,7 +46,7 @@ def _trial_files(output_dir) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tuned(synthetic_examples, tmp_path_factory):
     output = tmp_path_factory.mktemp("tune") / "tuner"
-    summary = run_tune(str(synthetic_examples), str(output), QUICK, TINY)
+    summary = run_tune(str(synthetic_examples), str(output), QUICK, TINY, TRIAL)
     return output, summary
 
 
@@ -54,12 +57,17 @@ def test_search_writes_best_hyperparameters_table_and_plot(tuned):
     assert {row["status"] for row in rows} == {"COMPLETED"}
     best_row = max(rows, key=lambda row: float(row["val_score"]))
     assert summary["best_trial_id"] == best_row["trial_id"]
-    # Hyperband promoted the first round's best trial by the objective and trained it on.
-    first_round_best = max(rows[:3], key=lambda row: float(row["val_score"]))
-    promoted = rows[3]
-    assert promoted["tuner/trial_id"] == first_round_best["trial_id"]
-    assert (promoted["tuner/initial_epoch"], promoted["tuner/epochs"]) == ("1", "3")
-    assert promoted["conv1_filters"] == first_round_best["conv1_filters"]
+    # Trial 0 is the profile's model: the search space's defaults, centred on the base.
+    defaults = rows[0]
+    assert int(defaults["conv_layers"]) == len(TINY.conv_filters)
+    assert int(defaults["conv1_filters"]) == TINY.conv_filters[0]
+    assert int(defaults["lstm1_units"]) == TINY.lstm_units[0]
+    assert float(defaults["learning_rate"]) == pytest.approx(TINY.learning_rate)
+    assert summary["defaults_score"] == pytest.approx(float(defaults["val_score"]), abs=1e-6)
+    assert summary["best_beat_defaults_by"] == pytest.approx(
+        float(best_row["val_score"]) - float(defaults["val_score"]), abs=1e-6
+    )
+    assert summary["best_beat_defaults_by"] >= 0
     # The objective is whole-captcha accuracy with the CTC loss as a tie-break below it.
     for row in rows:
         accuracy, loss = float(row["val_sequence_accuracy"]), float(row["val_loss"])
@@ -111,12 +119,12 @@ def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_example
     output = tmp_path / "tuner"
     shutil.copytree(tuned[0], output)
     before = _trial_files(output)
-    again = run_tune(str(synthetic_examples), str(output), QUICK, TINY)
+    again = run_tune(str(synthetic_examples), str(output), QUICK, TINY, TRIAL)
     assert again["trials_run_here"] == [] and again["num_trials"] == 4
     assert _trial_files(output) == before
 
     more = run_tune(
-        str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=5), TINY
+        str(synthetic_examples), str(output), dataclasses.replace(QUICK, max_trials=5), TINY, TRIAL
     )
     assert more["trials_run_here"] == ["4"]
     after = _trial_files(output)
@@ -129,40 +137,83 @@ def test_second_call_resumes_and_overwrite_starts_again(tuned, synthetic_example
             str(output),
             dataclasses.replace(QUICK, algorithm="bayesian"),
             TINY,
+            TRIAL,
         )
     fresh = run_tune(
         str(synthetic_examples),
         str(output),
-        dataclasses.replace(
-            QUICK, algorithm="bayesian", max_trials=1, max_epochs=1, overwrite=True
-        ),
+        dataclasses.replace(QUICK, algorithm="bayesian", max_trials=1, overwrite=True),
         TINY,
+        TRIAL,
     )
     assert fresh["trials_run_here"] == ["0"] and fresh["num_trials"] == 1
     assert [row["trial_id"] for row in _trials_csv(output)] == ["0"]
 
 
-def test_time_budget_stops_the_search_keeping_the_best(synthetic_examples, tmp_path):
-    budget_seconds = 15
-    # Without the budget this would train 50 trials of 10 000 epochs each.
+def test_time_budget_starts_no_trial_it_cannot_finish(synthetic_examples, tmp_path):
+    budget_seconds, trial_seconds = 20, 6
+    # Without the budgets this would train 50 trials of 10 000 epochs each.
     config = TuneConfig(
         algorithm="random",
         max_trials=50,
-        max_epochs=10_000,
-        patience=10_000,
-        batch_size=32,
+        trial_minutes=trial_seconds / 60,
         time_budget_minutes=budget_seconds / 60,
         verbose=0,
     )
     start = time.time()
-    summary = run_tune(str(synthetic_examples), str(tmp_path), config, TINY)
+    summary = run_tune(
+        str(synthetic_examples), str(tmp_path), config, TINY, TRIAL.replace(epochs=10_000)
+    )
     elapsed = time.time() - start
-    assert summary["stopped_by_time_budget"]
-    assert budget_seconds <= elapsed < budget_seconds + 45  # at most one epoch past the budget
-    assert 1 <= summary["num_trials"] < 50
+    assert summary["stopped_by_time_budget"] or elapsed >= budget_seconds - trial_seconds
+    assert elapsed < budget_seconds + 45  # at most one epoch past a trial's budget
+    assert 2 <= summary["num_trials"] <= budget_seconds // trial_seconds + 1
     assert summary["trial_statuses"] == {"COMPLETED": summary["num_trials"]}
     best = ModelConfig.from_json(str(tmp_path / "best_hyperparameters.json"))
     assert best.to_dict() == summary["best_hyperparameters"]
+
+
+def _ended_trial(oracle, score: float) -> str:
+    """A trial created by the real oracle, ended with `score` as if trained."""
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"val_score": score, "val_loss": 1.0}, step=0)
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    return trial.trial_id
+
+
+@pytest.mark.parametrize("others", [(0.3, 0.5, 0.1), (0.5, 0.5)])
+def test_a_search_whose_trials_are_all_worse_returns_the_defaults(tmp_path, others):
+    """Keras Tuner's own oracle: trial 0 holds the defaults, ties and losses keep them."""
+    config = TuneConfig(algorithm="random", max_trials=10)
+    oracle = tuner_module._make_oracle(config, seed=0)
+    oracle._set_project_dir(str(tmp_path), "search")
+    space = kt.HyperParameters()
+    search_space(space, TINY)
+    oracle.update_space(space)
+
+    first = _ended_trial(oracle, 0.5)
+    assert search_space(oracle.get_trial(first).hyperparameters.copy(), TINY) == TINY
+    ids = [_ended_trial(oracle, score) for score in others]
+    assert any(search_space(oracle.get_trial(i).hyperparameters.copy(), TINY) != TINY for i in ids)
+
+    report = tuner_module._write_reports(oracle, str(tmp_path), TINY, "val_score")
+    assert report["best_trial_id"] == first
+    assert ModelConfig.from_json(str(tmp_path / "best_hyperparameters.json")) == TINY
+    comparison = tuner_module._compare_with_defaults(oracle, "val_score")
+    assert comparison == {
+        "defaults_trial_id": first,
+        "defaults_score": 0.5,
+        "best_beat_defaults_by": 0.0,
+    }
+    better = _ended_trial(oracle, 0.75)
+    assert (
+        tuner_module._write_reports(oracle, str(tmp_path), TINY, "val_score")["best_trial_id"]
+        == better
+    )
+    assert tuner_module._compare_with_defaults(oracle, "val_score")[
+        "best_beat_defaults_by"
+    ] == pytest.approx(0.25)
 
 
 def _free_port() -> int:
@@ -189,7 +240,11 @@ def test_chief_and_two_workers_on_loopback(synthetic_examples, tmp_path):
         "random",
         "--max-trials",
         "4",
-        "--max-epochs",
+        "--profile",
+        "quick",
+        "--epochs",
+        "1",
+        "--trial-minutes",
         "1",
         "--batch-size",
         "32",
