@@ -55,6 +55,7 @@ from components.settings import setting
 from components.trainer import (
     MONITOR_MODES,
     SELECTION_SCORE,
+    Fitted,
     TrainConfig,
     TrainingData,
     data_model_config,
@@ -76,6 +77,10 @@ TRIALS_CSV = "trials.csv"
 TRIALS_PNG = "trials.png"
 SUMMARY_FILE = "tune_summary.json"
 REPORT_METRICS = ("val_sequence_accuracy", "val_cer", "val_loss")
+# How much a trial must beat trial 0 (the profile's model) by to replace it. val_score's CTC-loss
+# tie-break adds at most 0.01: a trial must read more validation captchas, not only have a lower
+# loss (on a saturated holdout every trial reads them all and the loss alone would pick noise).
+MIN_WIN = {SELECTION_SCORE: 0.01, "val_sequence_accuracy": 0.0, "val_loss": 0.0}
 # Settings a resumed search may change: how long it runs and how much it prints.
 RESUMABLE_CHANGES = ("max_trials", "time_budget_minutes", "overwrite", "verbose")
 
@@ -224,19 +229,30 @@ class _Tuner(kt.Tuner):
             deadline,
             stop_when_stalled=True,
         )
+        self._log_trial(trial.trial_id, fitted, time.time() - start)
+        return fitted.history
+
+    def _log_trial(self, trial_id: str, fitted: Fitted, seconds: float) -> None:
+        """One line a trial: its score, the best so far, the search's time left."""
         objective = self.oracle.objective
         scores = fitted.history.history.get(objective.name, [])
         score = scores[fitted.best_epoch] if scores else float("nan")
+        earlier = [t.score for t in self.oracle.get_best_trials(1) if t.score is not None]
+        best = max([score, *earlier]) if objective.direction == "max" else min([score, *earlier])
+        left = (
+            "" if self.deadline is None else f", {(self.deadline - time.time()) / 60:.0f} min left"
+        )
         log.info(
-            "trial %s: %s %.4f in %.1f min (%d epochs%s)",
-            trial.trial_id,
+            "trial %s: %s %.4f in %.1f min (%d epochs%s); best so far %.4f%s",
+            trial_id,
             objective.name,
             score,
-            (time.time() - start) / 60,
+            seconds / 60,
             len(fitted.history.epoch),
             ", stopped reading nothing" if fitted.attempts[-1]["stalled"] else "",
+            best,
+            left,
         )
-        return fitted.history
 
 
 def _prepare_output(output_dir: str, config: TuneConfig, settings: dict[str, Any]) -> None:
@@ -287,12 +303,17 @@ def _trial_rows(
     return rows, names
 
 
-def _plot_trials(rows: list[dict[str, Any]], names: list[str], objective: str, path: str) -> None:
-    """One panel per hyperparameter: its value against the objective, best trial in red."""
+def _plot_trials(
+    rows: list[dict[str, Any]],
+    names: list[str],
+    objective: str,
+    chosen: kt.engine.trial.Trial | None,
+    path: str,
+) -> None:
+    """One panel per hyperparameter: its value against the objective, the chosen trial in red."""
     scored = [row for row in rows if row["objective"] is not None]
     names = names or ["trial_id"]
-    sign = 1 if MONITOR_MODES[objective] == "max" else -1
-    best = max(scored, key=lambda row: sign * row["objective"], default=None)
+    best = next((row for row in scored if chosen and row["trial_id"] == chosen.trial_id), None)
     columns = min(4, len(names))
     rows_of_panels = -(-len(names) // columns)
     fig = Figure(figsize=(3.4 * columns, 2.8 * rows_of_panels), layout="constrained")
@@ -351,15 +372,14 @@ def _write_reports(
     for row in rows:  # the objective column is the trial's score: its objective at best_epoch
         writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
     artifact_io.write_file(posixpath.join(output_dir, TRIALS_CSV), buffer.getvalue())
-    _plot_trials(rows, names, objective, posixpath.join(output_dir, TRIALS_PNG))
+    best = _chosen_trial(oracle, objective)
+    _plot_trials(rows, names, objective, best, posixpath.join(output_dir, TRIALS_PNG))
 
-    completed = [t for t in oracle.get_best_trials(len(trials)) if t.status == "COMPLETED"]
     statuses: dict[str, int] = {}
     for trial in trials:
         statuses[trial.status] = statuses.get(trial.status, 0) + 1
     report: dict[str, Any] = {"num_trials": len(trials), "trial_statuses": statuses}
-    if completed:
-        best = completed[0]
+    if best is not None:
         best_config = search_space(best.hyperparameters.copy(), base)
         best_config.to_json(posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE))
         report.update(
@@ -373,17 +393,38 @@ def _write_reports(
     return report
 
 
-def _compare_with_defaults(oracle: kt.Oracle, objective: str) -> dict[str, Any]:
-    """Trial 0's score (the profile's model) and how much the best trial beat it."""
+def _defaults_trial(oracle: kt.Oracle) -> kt.engine.trial.Trial | None:
+    """Trial 0, the profile's model, if it completed."""
     first = min(oracle.trials.values(), key=lambda trial: int(trial.trial_id), default=None)
-    if first is None or first.score is None:
-        return {}
-    best = oracle.get_best_trials(1)[0]
+    return first if first is not None and first.score is not None else None
+
+
+def _gain(trial: kt.engine.trial.Trial, over: kt.engine.trial.Trial, objective: str) -> float:
     sign = 1 if MONITOR_MODES[objective] == "max" else -1
+    return sign * (trial.score - over.score)
+
+
+def _chosen_trial(oracle: kt.Oracle, objective: str) -> kt.engine.trial.Trial | None:
+    """The best completed trial, unless it beats trial 0 by no more than MIN_WIN: then trial 0."""
+    completed = [t for t in oracle.get_best_trials(len(oracle.trials)) if t.status == "COMPLETED"]
+    if not completed:
+        return None
+    defaults = _defaults_trial(oracle)
+    if defaults is not None and _gain(completed[0], defaults, objective) <= MIN_WIN[objective]:
+        return defaults
+    return completed[0]
+
+
+def _compare_with_defaults(oracle: kt.Oracle, objective: str) -> dict[str, Any]:
+    """Trial 0's score (the profile's model), and how much the chosen trial beat it."""
+    defaults, best = _defaults_trial(oracle), _chosen_trial(oracle, objective)
+    if defaults is None or best is None:
+        return {}
     return {
-        "defaults_trial_id": first.trial_id,
-        "defaults_score": first.score,
-        "best_beat_defaults_by": sign * (best.score - first.score),
+        "defaults_trial_id": defaults.trial_id,
+        "defaults_score": defaults.score,
+        "best_beat_defaults_by": _gain(best, defaults, objective),
+        "min_win": MIN_WIN[objective],
     }
 
 
