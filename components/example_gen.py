@@ -57,7 +57,8 @@ DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
 DEFAULT_NUM_SHARDS = 4
 SUMMARY_FILE = "_summary.json"
 # Input paths per element of the job's first PCollection: the unit of work a worker takes.
-# Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000.
+# Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000,
+# and `InspectImage` decodes a batch in one TensorFlow call.
 INPUTS_PER_BATCH = 256
 SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Contract 1's `image_format` values
 # Geometry no captcha has: fewer rows or columns than a glyph needs, or a shape that the
