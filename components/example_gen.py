@@ -1,8 +1,13 @@
 """ExampleGen: an Apache Beam job that turns labelled captcha images into Contract 1 examples.
 
-One job checks every image (it must decode), takes its label from the file name or a CSV,
-rejects what cannot be used (with the reason, into `rejected.jsonl`), removes duplicate
-images, builds the vocabulary, splits train/eval by SHA-256 and writes GZIP TFRecord shards.
+One job checks every image, takes its label from the file name or a CSV, rejects what cannot
+be used (with the reason, into `rejected.jsonl`), removes duplicate images, builds the
+vocabulary, splits train/eval by SHA-256 and writes GZIP TFRecord shards. An image must be
+within the size limits and of a plausible shape by its header (PIL reads it without decoding,
+so a decompression bomb is refused undecoded), and must decode with
+`preprocessing.decode_grayscale`, the decoder training and serving use: what is written
+trains and is served. Kept images far from the data set's usual shape are listed in
+`metadata.json` (`size_outliers`).
 Shards are written by the job itself, one shard per (split, shard number), with records sorted
 by SHA-256, so a re-run on the same inputs gives byte-identical files.
 
@@ -32,6 +37,7 @@ import posixpath
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -43,7 +49,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import examples, review_queue
+from components import examples, preprocessing, review_queue
 from components.settings import setting
 
 # Parses `226md.png` (the Keras data set) and `ab12_17.png` (synth output) alike.
@@ -51,15 +57,29 @@ DEFAULT_LABEL_PATTERN = r"^(?P<label>[^_]+)"
 DEFAULT_NUM_SHARDS = 4
 SUMMARY_FILE = "_summary.json"
 # Input paths per element of the job's first PCollection: the unit of work a worker takes.
-# Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000.
+# Batches keep the job's start (pickling the input list, redistributing it) cheap at 50,000,
+# and `InspectImage` decodes a batch in one TensorFlow call.
 INPUTS_PER_BATCH = 256
-SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
+SUPPORTED_FORMATS = {"PNG": "png", "JPEG": "jpeg"}  # Contract 1's `image_format` values
+# Geometry no captcha has: fewer rows or columns than a glyph needs, or a shape that the
+# model's input would squash beyond reading (and that would stretch the input size the
+# trainer derives from the data).
+DEFAULT_MIN_SIDE = 8
+DEFAULT_MAX_ASPECT = 25.0  # longer side / shorter side
+# Kept images whose shape is far from the data set's own (aspect ratio more than this factor
+# from the median image's, or area more than its square) are listed in metadata.json.
+OUTLIER_FACTOR = 2.0
+OUTLIER_EXAMPLES = 5  # example sources kept per outlying size
+OUTLIER_SIZES = 100  # outlying sizes listed at most
 
 # Rejection reasons (the `reason` field of rejected.jsonl).
 UNREADABLE = "unreadable"
 NOT_AN_IMAGE = "not_an_image"
 UNSUPPORTED_FORMAT = "unsupported_format"
 EMPTY_FILE = "empty_file"
+TOO_LARGE = "too_large"
+UNDECODABLE = "undecodable"
+IMPLAUSIBLE_SIZE = "implausible_size"
 EMPTY_LABEL = "empty_label"
 BAD_CHARACTER = "bad_character"
 LABEL_TOO_LONG = "label_too_long"
@@ -108,6 +128,21 @@ class IngestConfig:
     # ExampleGen outputs of earlier spans: an image already there is a duplicate.
     earlier_spans: tuple[str, ...] = ()
     overwrite: bool = setting(False, "replace an existing output")
+    max_pixels: int = setting(
+        preprocessing.DEFAULT_MAX_PIXELS,
+        "larger images (decoded pixels, by their header) are rejected as too_large; the "
+        "serving signature's limit",
+    )
+    max_file_bytes: int = setting(
+        preprocessing.DEFAULT_MAX_FILE_BYTES, "larger files are rejected as too_large"
+    )
+    min_side: int = setting(
+        DEFAULT_MIN_SIDE, "images with fewer rows or columns are rejected as implausible_size"
+    )
+    max_aspect: float = setting(
+        DEFAULT_MAX_ASPECT,
+        "images whose longer side / shorter side is larger are rejected as implausible_size",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.eval_percent <= 100:
@@ -116,6 +151,11 @@ class IngestConfig:
             raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
         if self.max_label_length is not None and self.max_label_length < 1:
             raise ValueError(f"max_label_length must be >= 1, got {self.max_label_length}")
+        if min(self.max_pixels, self.max_file_bytes, self.min_side) < 1 or self.max_aspect < 1:
+            raise ValueError(
+                "max_pixels, max_file_bytes and min_side must be >= 1 and max_aspect >= 1, got "
+                f"{self.max_pixels}, {self.max_file_bytes}, {self.min_side}, {self.max_aspect}"
+            )
         re.compile(self.label_pattern)
 
 
@@ -169,6 +209,11 @@ def _rejection(source: str, reason: str, detail: str, **extra: Any) -> dict[str,
     return {"source": source, "reason": reason, "detail": detail, **extra}
 
 
+def _op_message(error: tf.errors.OpError) -> str:
+    """An eager op error in the op's own words, without TF's node and op decorations."""
+    return re.sub(r"\{\{.*?\}\}\s*", "", error.message).split(" [Op:")[0].strip()
+
+
 def _channels(image) -> int:
     """Channels TensorFlow's decoder returns: palette images decode to RGB or RGBA."""
     if image.mode == "P":
@@ -176,8 +221,26 @@ def _channels(image) -> int:
     return len(image.getbands())
 
 
+class _Candidate(NamedTuple):
+    """A file that passed the checks on its header and label, waiting for the decoder's."""
+
+    source: str
+    label: str
+    data: bytes
+    sha256: str
+    image_format: str
+    channels: int
+
+
 class InspectImage(beam.DoFn):
-    """Reads one file, decodes it fully and checks its label; rejects with a reason."""
+    """Checks a batch of files: each is within the limits, of a plausible shape, decodes with
+    the decoder training and serving use and has a usable label; else a reason.
+
+    Everything but the decoding reads headers only (PIL's `Image.open` is lazy), so a bomb
+    costs nothing; the batch's survivors are then decoded in one call of a traced TensorFlow
+    function (`preprocessing.size_check`), and only the few that fail it are decoded again
+    one by one, for the decoder's message.
+    """
 
     REJECTED = "rejected"
 
@@ -190,13 +253,15 @@ class InspectImage(beam.DoFn):
     ) -> None:
         self._labels = plan_labels
         self._withheld = withheld
-        self._pattern = config.label_pattern
+        self._config = config
         self._allowed = set(config.alphabet) if config.alphabet is not None else None
         self._vocab = set(vocab) if vocab is not None else None
-        self._max_length = config.max_label_length
 
     def setup(self) -> None:
-        self._regex = re.compile(self._pattern)
+        self._regex = re.compile(self._config.label_pattern)
+        self._size_check = preprocessing.size_check(
+            self._config.max_pixels, self._config.max_file_bytes
+        )
 
     def _label(self, source: str) -> str:
         if self._labels is not None:
@@ -208,95 +273,110 @@ class InspectImage(beam.DoFn):
         return match.group("label") if "label" in self._regex.groupindex else match.group(0)
 
     def _label_problem(self, label: str) -> tuple[str, str] | None:
+        max_length = self._config.max_label_length
         if not label:
             where = (
                 "no row in the labels CSV"
                 if self._labels is not None
-                else (f"file name does not match label pattern {self._pattern!r}")
+                else f"file name does not match label pattern {self._config.label_pattern!r}"
             )
             return EMPTY_LABEL, where
         if self._allowed is not None and (bad := sorted(set(label) - self._allowed)):
             return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the alphabet"
         if self._vocab is not None and (bad := sorted(set(label) - self._vocab)):
             return BAD_CHARACTER, f"characters {''.join(bad)!r} are not in the vocabulary"
-        if self._max_length is not None and len(label) > self._max_length:
-            return LABEL_TOO_LONG, f"{len(label)} characters > maximum {self._max_length}"
+        if max_length is not None and len(label) > max_length:
+            return LABEL_TOO_LONG, f"{len(label)} characters > maximum {max_length}"
         return None
 
-    def process(self, source: str) -> Iterator[Any]:
+    def _size_problem(self, width: int, height: int) -> tuple[str, str] | None:
+        """Too many pixels to decode, or a shape no captcha has (from the header)."""
+        config = self._config
+        if width * height > config.max_pixels:
+            return TOO_LARGE, (
+                f"{width}x{height}: {width * height:,} pixels > the limit {config.max_pixels:,}"
+            )
+        if min(width, height) < config.min_side:
+            return IMPLAUSIBLE_SIZE, (
+                f"{width}x{height}: a side under {config.min_side} pixels cannot hold a glyph"
+            )
+        aspect = max(width, height) / min(width, height)
+        if aspect > config.max_aspect:
+            return IMPLAUSIBLE_SIZE, (
+                f"{width}x{height}: aspect ratio {aspect:.0f}:1 beyond {config.max_aspect:g}:1"
+            )
+        return None
+
+    def _decode_problem(self, data: bytes) -> tuple[str, str]:
+        """Why an image failed the batch's decoding: the shared decoder's own message."""
+        try:
+            preprocessing.decode_grayscale(data)
+        except tf.errors.OpError as e:
+            return UNDECODABLE, _op_message(e)
+        return TOO_LARGE, "over the limits by the header the shared decoder reads"
+
+    def _identify(self, source: str) -> _Candidate | dict[str, Any]:
+        """Reads one file and checks its header and label: a candidate, or a rejection."""
         from PIL import Image, UnidentifiedImageError
 
         label = self._label(source)
         if source in self._withheld:
             reason, detail = self._withheld[source]
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _rejection(source, reason, detail))
-            return
+            return _rejection(source, reason, detail)
+        limit = self._config.max_file_bytes
         try:
             with FileSystems.open(source, compression_type="uncompressed") as f:
-                data = f.read()
+                data = f.read(limit + 1)  # never more than the limit into memory
         except Exception as e:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED,
-                _rejection(source, UNREADABLE, f"{type(e).__name__}: {e}", label=label),
-            )
-            return
+            return _rejection(source, UNREADABLE, f"{type(e).__name__}: {e}", label=label)
         if not data:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED, _rejection(source, EMPTY_FILE, "0 bytes", label=label)
-            )
-            return
+            return _rejection(source, EMPTY_FILE, "0 bytes", label=label)
+        if len(data) > limit:
+            return _rejection(source, TOO_LARGE, f"over the limit of {limit:,} bytes", label=label)
         sha256 = examples.sha256_hex(data)
         try:
-            image = Image.open(io.BytesIO(data))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))  # the header only
         except UnidentifiedImageError:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED,
-                _rejection(
-                    source,
-                    NOT_AN_IMAGE,
-                    "not a format PIL can identify",
-                    label=label,
-                    sha256=sha256,
-                ),
-            )
-            return
+            detail = "not a format PIL can identify"
+            return _rejection(source, NOT_AN_IMAGE, detail, label=label, sha256=sha256)
+        except Image.DecompressionBombError as e:
+            return _rejection(source, TOO_LARGE, str(e), label=label, sha256=sha256)
+        except Exception as e:  # a header PIL cannot parse
+            detail = f"{type(e).__name__}: {e}"
+            return _rejection(source, UNDECODABLE, detail, label=label, sha256=sha256)
         image_format = SUPPORTED_FORMATS.get(image.format or "")
         if image_format is None:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED,
-                _rejection(
-                    source,
-                    UNSUPPORTED_FORMAT,
-                    f"{image.format}: only PNG and JPEG are served",
-                    label=label,
-                    sha256=sha256,
-                ),
-            )
-            return
-        try:
-            image.load()  # a full decode: catches truncated and corrupt files
-        except Exception as e:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED,
-                _rejection(
-                    source,
-                    UNREADABLE,
-                    f"{image_format} does not decode: {e}",
-                    label=label,
-                    sha256=sha256,
-                ),
-            )
-            return
-        problem = self._label_problem(label)
+            detail = f"{image.format}: only PNG and JPEG are ingested"
+            return _rejection(source, UNSUPPORTED_FORMAT, detail, label=label, sha256=sha256)
+        problem = self._size_problem(*image.size) or self._label_problem(label)
         if problem is not None:
-            yield beam.pvalue.TaggedOutput(
-                self.REJECTED,
-                _rejection(source, problem[0], problem[1], label=label, sha256=sha256),
-            )
+            return _rejection(source, *problem, label=label, sha256=sha256)
+        return _Candidate(source, label, data, sha256, image_format, _channels(image))
+
+    def process(self, sources: list[str]) -> Iterator[Any]:
+        candidates = []
+        for source in sources:
+            identified = self._identify(source)
+            if isinstance(identified, dict):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, identified)
+            else:
+                candidates.append(identified)
+        if not candidates:
             return
-        yield Inspected(
-            sha256, source, label, data, image_format, image.height, image.width, _channels(image)
-        )
+        sizes, valid = self._size_check([c.data for c in candidates])
+        for c, (height, width), ok in zip(candidates, sizes.tolist(), valid, strict=True):
+            if not ok:
+                reason, detail = self._decode_problem(c.data)
+                yield beam.pvalue.TaggedOutput(
+                    self.REJECTED,
+                    _rejection(c.source, reason, detail, label=c.label, sha256=c.sha256),
+                )
+                continue
+            yield Inspected(
+                c.sha256, c.source, c.label, c.data, c.image_format, height, width, c.channels
+            )
 
 
 def resolve_duplicates(
@@ -377,9 +457,11 @@ class ExampleStats(beam.CombineFn):
             "heights": [],
             "widths": [],
             "aspects": [],
+            "sizes": {},
         }
 
     def add_input(self, acc: dict[str, Any], r: Inspected) -> dict[str, Any]:
+        _add_size(acc["sizes"], f"{r.width}x{r.height}", 1, [r.source])
         acc["chars"].update(r.label)
         acc["lengths"][len(r.label)] += 1
         acc["splits"][examples.split_for(r.sha256, self._eval_percent)] += 1
@@ -398,6 +480,8 @@ class ExampleStats(beam.CombineFn):
             merged["heights"] = _min_max(merged["heights"], acc["heights"])
             merged["widths"] = _min_max(merged["widths"], acc["widths"])
             merged["aspects"] = _min_max(merged["aspects"], acc["aspects"])
+            for size, (count, sources) in acc["sizes"].items():
+                _add_size(merged["sizes"], size, count, sources)
         return merged
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
@@ -410,7 +494,55 @@ class ExampleStats(beam.CombineFn):
             "height_range": acc["heights"],
             "width_range": acc["widths"],
             "aspect_ratio_range": acc["aspects"],
+            "sizes": dict(sorted(acc["sizes"].items())),
         }
+
+
+def _add_size(sizes: dict[str, list], size: str, count: int, sources: list[str]) -> None:
+    """{"WxH": [count, the first OUTLIER_EXAMPLES sources]}, updated in place."""
+    total, sources_so_far = sizes.get(size, (0, []))
+    sizes[size] = [total + count, sorted(sources_so_far + sources)[:OUTLIER_EXAMPLES]]
+
+
+def _median(values: list[tuple[float, int]]) -> float:
+    """The median of values given as (value, count) pairs."""
+    values = sorted(values)
+    middle, seen = sum(count for _, count in values) / 2, 0
+    for value, count in values:
+        seen += count
+        if seen >= middle:
+            return value
+    return values[-1][0]
+
+
+def size_outliers(sizes: dict[str, list]) -> dict[str, Any]:
+    """Kept images whose shape is far from the data set's: listed, not silently trained on.
+
+    Far: an aspect ratio more than OUTLIER_FACTOR times above or below the median image's,
+    or an area more than OUTLIER_FACTOR squared times. Medians over images, not sizes.
+    """
+    parsed = [
+        (tuple(map(int, size.split("x"))), count, sources)
+        for size, (count, sources) in sizes.items()
+    ]
+    if not parsed:
+        return {"count": 0, "sizes": []}
+    aspect = _median([(w / h, count) for (w, h), count, _ in parsed])
+    area = _median([(w * h, count) for (w, h), count, _ in parsed])
+    far = [
+        {"width": w, "height": h, "count": count, "examples": sources}
+        for (w, h), count, sources in sorted(parsed, key=lambda p: -p[1])
+        if max(w / h / aspect, aspect * h / w) > OUTLIER_FACTOR
+        or max(w * h / area, area / (w * h)) > OUTLIER_FACTOR**2
+    ]
+    return {
+        "count": sum(o["count"] for o in far),
+        "median_aspect": round(aspect, 3),
+        "median_area": area,
+        "rule": f"aspect ratio over {OUTLIER_FACTOR:g}x, or area over {OUTLIER_FACTOR**2:g}x, "
+        "from the median image's",
+        "sizes": far[:OUTLIER_SIZES],
+    }
 
 
 def _min_max(current: list[int], values: Sequence[int]) -> list[int]:
@@ -543,7 +675,6 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         pipeline
         | "ListInputs"
         >> beam.Create(_batches(plan.inputs, INPUTS_PER_BATCH))  # spread out by Create
-        | "Paths" >> beam.FlatMap(lambda batch: batch)
         | "Inspect"
         >> beam.ParDo(
             InspectImage(plan.labels_by_source, config, plan.vocab, plan.withheld)
@@ -773,6 +904,7 @@ def _metadata(
         "image_height_range": summary["height_range"],
         "image_width_range": summary["width_range"],
         "aspect_ratio_range": summary["aspect_ratio_range"],  # width / height
+        "size_outliers": size_outliers(summary["sizes"]),
         "format_counts": summary["format_counts"],
         "channel_counts": summary["channel_counts"],
         "eval_percent": config.eval_percent,
@@ -829,5 +961,15 @@ def run_ingest(
             shutil.rmtree(work_dir)
         raise
     _publish(work_dir, output)
+    if outliers := metadata["size_outliers"]["count"]:
+        shapes = ", ".join(
+            f"{o['width']}x{o['height']} ({o['count']})"
+            for o in metadata["size_outliers"]["sizes"][:5]
+        )
+        log.warning(
+            "%d images are far from the data set's shape (metadata.json, size_outliers): %s",
+            outliers,
+            shapes,
+        )
     log.info("wrote %s: %s, %d rejected", output, metadata["counts"], metadata["num_rejected"])
     return metadata

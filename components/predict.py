@@ -14,24 +14,32 @@ from collections.abc import Iterable, Iterator, Sequence
 import tensorflow as tf
 
 from components import dataset, examples
+from components.preprocessing import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 
 SERVING_SIGNATURE = "serving_default"
 PREPROCESS_SIGNATURE = "preprocess"
 INPUT_NAME = "image_bytes"
 SAVED_MODEL_FILE = "saved_model.pb"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-INVALID_IMAGE = "not a decodable image (PNG, JPEG, GIF or BMP expected)"
+INVALID_IMAGE = (
+    "not a decodable image within the limits (PNG, JPEG, GIF or BMP of at most "
+    f"{DEFAULT_MAX_PIXELS:,} pixels and {DEFAULT_MAX_FILE_BYTES:,} bytes expected)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """One file's answer; `error` says why there is no text (unreadable file, bad bytes)."""
+    """One file's answer; `error` says why there is no text (unreadable file, bad bytes).
+
+    `has_text` false with no error: the image was read and holds no text (blank, no ink).
+    """
 
     source: str
     text: str
     confidence: float
     valid: bool
     error: str | None = None
+    has_text: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,6 +105,7 @@ class ExportedModel:
         texts = outputs["text"].numpy()
         confidences = outputs["confidence"].numpy()
         valids = outputs["valid"].numpy() if "valid" in outputs else [True] * len(images)
+        has_texts = outputs["has_text"].numpy() if "has_text" in outputs else texts != b""
         return [
             Prediction(
                 source,
@@ -104,9 +113,10 @@ class ExportedModel:
                 float(confidence),
                 bool(valid),
                 None if valid else INVALID_IMAGE,
+                bool(has_text),
             )
-            for source, text, confidence, valid in zip(
-                sources, texts, confidences, valids, strict=True
+            for source, text, confidence, valid, has_text in zip(
+                sources, texts, confidences, valids, has_texts, strict=True
             )
         ]
 

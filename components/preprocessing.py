@@ -1,14 +1,24 @@
-"""The one preprocessing function shared by training, evaluation and serving.
+"""The one decoder and preprocessing function shared by ingestion, training and serving.
 
-The trainer's tf.data pipeline and the exported serving signature both call
-`preprocess_image`, so a served image is turned into exactly the tensor the model was
-trained on (no train/serve skew). The input size comes from the data (`geometry.py`); the
-pixels become "ink": distance from the image's own background, contrast-stretched, so that
-pale, coloured or light-on-dark glyphs stand out as dark-on-white ones do.
+ExampleGen's check, the trainer's tf.data pipeline and the exported serving signature all
+decode with `decode_grayscale`, so an image that was ingested is one that trains and is
+served; the trainer and the signature both call `preprocess_image`, so a served image is
+turned into exactly the tensor the model was trained on (no train/serve skew). Only
+TensorFlow graph ops are used (TF Serving runs no Python). The input size comes from the data
+(`geometry.py`); the pixels become "ink": distance from the image's own background,
+contrast-stretched, so that pale, coloured or light-on-dark glyphs stand out as dark-on-white
+ones do.
+
+`header_sizes` reads the size an encoded image declares, without decoding it, so that
+ingestion and serving refuse a decompression bomb before a byte of it is decoded
+(`decode_each`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import tensorflow as tf
 
 from components.geometry import Geometry
@@ -16,13 +26,248 @@ from components.geometry import Geometry
 # The most a faint image's contrast is stretched (see `ink`): JPEG and scanner noise is a
 # few hundredths, the palest captcha ink (pale yellow on white) about 0.05 in gray.
 MIN_CONTRAST = 0.04
+# An image whose strongest ink stays under this (after `ink`) holds no text: a blank image,
+# or JPEG noise on one (at most ~0.3 after the stretch), whereas any stroke of at least
+# MIN_CONTRAST / 2 reaches it.
+MIN_INK = 0.5
+# The most an input may cost: decoded pixels as its header declares them (GIF: all frames)
+# and encoded bytes. Captchas are ~10,000 pixels and tens of KB; 4M pixels decode to 16 MB.
+DEFAULT_MAX_PIXELS = 4_000_000
+DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024
+# Transparent pixels are composited over white: captcha sites draw dark ink for light pages.
+BACKGROUND = 255
+# libpng's RGB -> gray weights (/2**15), as TF's decode_png(channels=1) applies them: an
+# opaque PNG decodes to the very gray values it did before alpha was composited.
+GRAY_WEIGHTS = (9797, 19234, 3737)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HEADER_BYTES = 32
+FORMATS = ("png", "jpeg", "gif", "bmp")
+
+
+def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
+    """`png`, `jpeg`, `gif`, `bmp` from the magic bytes, or "" (element-wise)."""
+    head = tf.strings.substr(image_bytes, 0, 8)
+    checks = [
+        tf.equal(head, PNG_SIGNATURE),
+        tf.io.is_jpeg(image_bytes),
+        tf.strings.regex_full_match(tf.strings.substr(head, 0, 6), "GIF8[79]a"),
+        tf.equal(tf.strings.substr(head, 0, 2), b"BM"),
+    ]
+    index = tf.argmax(tf.cast(tf.stack([*checks, tf.ones_like(checks[0])], -1), tf.int32), -1)
+    return tf.gather(tf.constant([*FORMATS, ""]), index)
+
+
+def _header_numbers() -> np.ndarray:
+    """[HEADER_BYTES, 6] weights: header bytes @ weights = the sizes PNG, GIF and BMP declare.
+
+    Columns: PNG height, width (big-endian uint32 at 20, 16), GIF height, width (uint16 at 8,
+    6), BMP height, width (int32 at 22, 18). One matmul instead of a branch per format.
+    """
+    fields = [
+        (20, 4, True),
+        (16, 4, True),
+        (8, 2, False),
+        (6, 2, False),
+        (22, 4, False),
+        (18, 4, False),
+    ]
+    weights = np.zeros([HEADER_BYTES, len(fields)])
+    for column, (start, length, big_endian) in enumerate(fields):
+        powers = [256.0**k for k in range(length)]
+        weights[start : start + length, column] = powers[::-1] if big_endian else powers
+    return weights
+
+
+HEADER_NUMBERS = _header_numbers()
+
+
+def header_sizes(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int64 [n, 3]: height, width, frames that each of n PNG, GIF or BMP headers declares.
+
+    Vectorised over the batch, nothing decoded. GIF: the logical screen, and as frames an
+    upper bound of the frames its decoder allocates (each frame's image descriptor follows a
+    block terminator, b"\\0,"). JPEG and unknown formats give zeros: a JPEG's frame header
+    needs a parser (`tf.image.extract_jpeg_shape`, run per image in `decode_each`).
+    """
+    head = tf.strings.substr(image_bytes, 0, HEADER_BYTES)
+    padded = tf.strings.substr(tf.strings.join([head, b"\0" * HEADER_BYTES]), 0, HEADER_BYTES)
+    raw = tf.reshape(tf.io.decode_raw(padded, tf.uint8), [-1, HEADER_BYTES])
+    numbers = tf.reshape(tf.cast(tf.cast(raw, tf.float64) @ HEADER_NUMBERS, tf.int64), [-1, 3, 2])
+    numbers = tf.abs(tf.where(numbers >= 2**31, numbers - 2**32, numbers))  # BMP: top-down < 0
+    fmt = tf.reshape(image_format(image_bytes), [-1])
+    known = [tf.equal(fmt, "png"), tf.equal(fmt, "gif"), tf.equal(fmt, "bmp")]
+    row = tf.argmax(tf.cast(tf.stack([*known, tf.ones_like(fmt, tf.bool)], -1), tf.int32), -1)
+    rows = tf.concat([numbers, tf.zeros_like(numbers[:, :1])], 1)
+    size = tf.gather(rows, row, batch_dims=1)
+    pieces = tf.strings.split(tf.reshape(image_bytes, [-1]), b"\0,").row_lengths()
+    frames = tf.where(tf.equal(fmt, "gif"), pieces, 1)
+    return tf.concat([size, frames[:, None]], 1)
+
+
+def _jpeg_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Pixels a JPEG's frame header declares (0 for other formats); raises if it is corrupt."""
+    return tf.cond(
+        tf.io.is_jpeg(image_bytes),
+        lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)),
+        lambda: tf.constant(0, tf.int64),
+    )
+
+
+def _rgb_to_gray(rgb: tf.Tensor) -> tf.Tensor:
+    """uint8 [h, w, 3 or 4] -> float32 [h, w, 1] in 0..255, libpng's integer formula.
+
+    A fourth (alpha) channel is ignored.
+    """
+    weights = tf.constant([w / 2**15 for w in GRAY_WEIGHTS] + [0.0])[: rgb.shape[-1]]
+    return tf.floor(tf.reduce_sum(tf.cast(rgb, tf.float32) * weights, -1, keepdims=True))
+
+
+def _png_has_alpha(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Colour type 4 or 6 (grey or RGB + alpha), or a tRNS chunk (palette or colour key)."""
+    colour_type = tf.strings.substr(image_bytes, 25, 1)
+    return (
+        tf.equal(colour_type, b"\x04")
+        | tf.equal(colour_type, b"\x06")
+        | tf.strings.regex_full_match(image_bytes, "(?s).*tRNS.*")
+    )
+
+
+def _png_over_background(image_bytes: tf.Tensor) -> tf.Tensor:
+    rgba = tf.io.decode_png(image_bytes, channels=4)
+    alpha = tf.cast(rgba[..., 3:], tf.float32)
+    return (_rgb_to_gray(rgba) - BACKGROUND) * (alpha / 255.0) + BACKGROUND
+
+
+def _png(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Any PNG (palette, 16-bit, grey+alpha, interlaced) -> gray, alpha over BACKGROUND.
+
+    An opaque PNG takes libpng's own gray conversion, the cheaper path; the composite gives
+    the same values for opaque pixels.
+    """
+    return tf.cond(
+        _png_has_alpha(image_bytes),
+        lambda: _png_over_background(image_bytes),
+        lambda: tf.cast(tf.io.decode_png(image_bytes, channels=1), tf.float32),
+    )
+
+
+def _jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG -> gray; CMYK/YCCK (4 components) through RGB: libjpeg has no CMYK -> gray."""
+    components = tf.image.extract_jpeg_shape(image_bytes)[2]
+    return tf.cond(
+        tf.equal(components, 4),
+        lambda: _rgb_to_gray(tf.io.decode_jpeg(image_bytes, channels=3)),
+        lambda: tf.cast(tf.io.decode_jpeg(image_bytes, channels=1), tf.float32),
+    )
+
+
+def _other(image_bytes: tf.Tensor) -> tf.Tensor:
+    """GIF (first frame) and BMP through RGB; raises on bytes of no known format.
+
+    A BMP of 8 bits or fewer per pixel is refused: TF's decoder reads its palette indices
+    as gray levels (or fails), so it would be read, wrongly.
+    """
+    bits_per_pixel = tf.strings.substr(tf.strings.join([image_bytes, b"\0" * 30]), 28, 1)
+    paletted = tf.equal(image_format(image_bytes), "bmp") & (
+        tf.io.decode_raw(bits_per_pixel, tf.uint8)[0] <= 8
+    )
+    check = tf.debugging.Assert(~paletted, ["BMP with a palette: not read by TF's decoder"])
+    with tf.control_dependencies([check]):
+        rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return _rgb_to_gray(rgb)
 
 
 def decode_grayscale(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded PNG/JPEG/GIF/BMP bytes -> uint8 [height, width, 1] (alpha dropped)."""
-    image = tf.io.decode_image(image_bytes, channels=1, expand_animations=False)
-    image.set_shape([None, None, 1])
-    return image
+    """Encoded PNG/JPEG/GIF/BMP bytes -> uint8 [height, width, 1].
+
+    Transparent pixels are composited over a white background (dropping alpha would turn
+    a transparent PNG's usually black, invisible background into ink's colour). EXIF
+    orientation is ignored, as TF's decoders do: captcha servers render their images and
+    send no camera rotation, and ingestion, training and serving all see the stored pixels.
+    """
+    fmt = image_format(image_bytes)
+    gray = tf.case(
+        [
+            (tf.equal(fmt, "png"), lambda: _png(image_bytes)),
+            (tf.equal(fmt, "jpeg"), lambda: _jpeg(image_bytes)),
+        ],
+        default=lambda: _other(image_bytes),
+    )
+    gray = tf.cast(tf.round(gray), tf.uint8)
+    gray.set_shape([None, None, 1])
+    return gray
+
+
+def decode_each(
+    image_bytes: tf.Tensor,
+    fn: Callable[[tf.Tensor], tf.Tensor],
+    empty: tf.Tensor,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """fn(bytes) of each item of a 1-D string tensor, stacked, and whether each is valid.
+
+    An item over the limits, or that does not decode, gets `empty` (fn's output shape) and
+    valid false; the others are unaffected. Decoders raise on anything but a whole image
+    (TF 2.16: a PNG short of even its last byte is "Invalid PNG data") and a graph cannot
+    catch an op error; tf.data's `ignore_errors` can, and the indices carried along say which
+    items are missing. Items over the limits are dropped before a byte of them is decoded:
+    from their headers, for the whole batch at once (per image only for JPEG, whose header
+    needs a parser). The serving signature runs this in its graph; ExampleGen in a
+    tf.function per batch of files (`size_check`).
+    """
+    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+    lengths = tf.cast(tf.strings.length(image_bytes), tf.int64)
+    within = (lengths <= max_file_bytes) & (
+        tf.reduce_prod(header_sizes(image_bytes), -1) <= max_pixels
+    )
+    indices = tf.boolean_mask(tf.range(count), within)
+
+    def checked(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        check = tf.debugging.Assert(_jpeg_pixels(data) <= max_pixels, ["JPEG over max_pixels"])
+        with tf.control_dependencies([check]):
+            return index, fn(data)
+
+    decoded = (
+        tf.data.Dataset.from_tensor_slices((indices, tf.boolean_mask(image_bytes, within)))
+        .map(checked, num_parallel_calls=tf.data.AUTOTUNE)
+        .ignore_errors()
+    )
+    # One extra row, always present, so the batch below exists even if every item failed.
+    sentinel = tf.data.Dataset.from_tensors((count, empty))
+    found, outputs = decoded.concatenate(sentinel).batch(count + 1).get_single_element()
+    positions = found[:, None]
+    shape = tf.concat([[count + 1], tf.shape(empty, out_type=tf.int64)], 0)
+    outputs = tf.scatter_nd(positions, outputs, shape)[:count]
+    valid = tf.scatter_nd(positions, tf.ones_like(found, tf.bool), [count + 1])[:count]
+    return outputs, valid
+
+
+def size_check(
+    max_pixels: int = DEFAULT_MAX_PIXELS, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> Callable[[Sequence[bytes]], tuple[np.ndarray, np.ndarray]]:
+    """ExampleGen's check of a batch of files: ([n, 2] decoded height, width; [n] valid).
+
+    Traced once: one call per batch costs about what decoding one captcha does, where
+    building a tf.data pipeline per call (or one eager call per file) cost more than the
+    decoding itself.
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def check(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return decode_each(
+            image_bytes,
+            lambda data: tf.shape(decode_grayscale(data))[:2],
+            tf.zeros([2], tf.int32),
+            max_pixels,
+            max_file_bytes,
+        )
+
+    def run(images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        sizes, valid = check(tf.constant(list(images), tf.string))
+        return sizes.numpy(), valid.numpy()
+
+    return run
 
 
 def ink(gray: tf.Tensor) -> tf.Tensor:
@@ -40,6 +285,11 @@ def ink(gray: tf.Tensor) -> tf.Tensor:
     flat = tf.reshape(distance, [-1])
     strong = tf.math.top_k(flat, tf.maximum(1, tf.size(flat) // 100)).values[-1]
     return tf.clip_by_value(distance / tf.maximum(strong, MIN_CONTRAST), 0.0, 1.0)
+
+
+def has_ink(images: tf.Tensor) -> tf.Tensor:
+    """bool [n]: whether each preprocessed image [n, h, w, 1] holds any ink (not blank)."""
+    return tf.reduce_max(images, axis=[1, 2, 3]) >= MIN_INK
 
 
 def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
@@ -60,8 +310,8 @@ def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
 def preprocess_image(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, 1] in [0, 1]: ink bright, background 0.
 
-    Scaled to the geometry, turned into ink, then padded with background (0) to the width
-    on the right and evenly above and below.
+    Decoded by `decode_grayscale`, scaled to the geometry, turned into ink, then padded with
+    background (0) to the width on the right and evenly above and below.
     """
     gray = tf.image.convert_image_dtype(decode_grayscale(image_bytes), tf.float32)
     image = ink(scale_to_fit(gray, geometry))

@@ -2,8 +2,9 @@
 
 Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
-`preprocessing.preprocess_image` (the trainer's own function) and `decoding.decode` (with the
-answer lengths and the calibration the trainer fitted), with the vocabulary embedded as a
+`preprocessing.preprocess_image` (the trainer's own function, behind the shared decoder's
+limits on pixels and bytes) and `decoding.decode` (with the answer lengths and the
+calibration the trainer fitted), with the vocabulary embedded as a
 constant. The model in the graph has its batch norms
 folded into its convs (`model.fold_batch_norm`): the same logits, fewer passes over memory.
 
@@ -39,7 +40,7 @@ from components.predict import (
     evaluate_saved_model,
     saved_model_versions,
 )
-from components.preprocessing import preprocess_image
+from components.preprocessing import decode_each, has_ink, preprocess_image
 from components.settings import setting
 from components.trainer import MODEL_CONFIG_FILE, load_trained
 
@@ -122,35 +123,14 @@ class ServingModule(tf.Module):
         self._decoding = decoding
 
     def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Every item decoded on its own; one that fails to decode becomes a blank image.
-
-        `decode_image` raises on anything but a whole PNG/JPEG/GIF/BMP (in TF 2.16 a PNG short
-        of even its last byte is "Invalid PNG data"), and a graph cannot catch an op error.
-        tf.data's `ignore_errors` can: it drops the failing items, and their indices, carried
-        along, give the validity flag.
-        """
+        """Every item decoded on its own; one over the limits or that fails to decode becomes
+        a blank image with `valid` false, the rest of the batch unaffected (`decode_each`)."""
         geometry = self._geometry
-        count = tf.shape(image_bytes)[0]
-        decoded = (
-            tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
-            .map(
-                lambda index, data: (index, preprocess_image(data, geometry)),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
-            .ignore_errors()
+        return decode_each(
+            image_bytes,
+            lambda data: preprocess_image(data, geometry),
+            tf.zeros([geometry.height, geometry.width, 1]),
         )
-        # One extra row, always present, so the batch below exists even if every item failed.
-        sentinel = tf.data.Dataset.from_tensors(
-            (count, tf.zeros([geometry.height, geometry.width, 1]))
-        )
-        indices, images = (
-            decoded.concatenate(sentinel).batch(tf.cast(count, tf.int64) + 1).get_single_element()
-        )
-        positions = indices[:, None]
-        shape = [count + 1, geometry.height, geometry.width, 1]
-        images = tf.scatter_nd(positions, images, shape)[:count]
-        valid = tf.scatter_nd(positions, tf.ones_like(indices, tf.bool), [count + 1])[:count]
-        return images, valid
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def preprocess(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -163,10 +143,14 @@ class ServingModule(tf.Module):
         images, valid = self._decode_each(image_bytes)
         logits = self.model(images, training=False)
         text, confidence = decode(logits, self._vocab, self._decoding)
+        # Reading nothing is no confident reading: an image with no ink (blank) or no text
+        # read answers has_text false, "" and confidence 0, not the blank path's probability.
+        has_text = valid & has_ink(images) & (tf.strings.length(text) > 0)
         return {
-            "text": tf.where(valid, text, ""),
-            "confidence": tf.where(valid, confidence, 0.0),
+            "text": tf.where(has_text, text, ""),
+            "confidence": tf.where(has_text, confidence, 0.0),
             "valid": valid,
+            "has_text": has_text,
         }
 
 

@@ -243,6 +243,11 @@ def _run_ingest(args: argparse.Namespace, beam_args: list[str]) -> int:
         f"{metadata['num_rejected']} rejected{f' ({reasons})' if reasons else ''}; "
         f"vocabulary of {metadata['vocab_size']} characters -> {args.output}"
     )
+    if outliers := metadata["size_outliers"]["count"]:
+        print(
+            f"warning: {outliers} images far from the data set's shape, listed in "
+            "metadata.json (size_outliers)"
+        )
     return 0
 
 
@@ -518,9 +523,10 @@ def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.format == "jsonl":
             print(json.dumps(prediction.to_dict(), ensure_ascii=False), flush=True)
         else:
+            no_text = prediction.valid and not prediction.has_text
             table.add_row(
                 prediction.source,
-                prediction.text,
+                "(no text)" if no_text else prediction.text,
                 f"{prediction.confidence:.3f}",
                 prediction.error or "",
             )

@@ -84,6 +84,27 @@ def _confidence_section(metrics: dict[str, Any], out: str) -> str:
     )
 
 
+def _ingestion(metadata: dict[str, Any]) -> str:
+    """Rejections by reason and the kept images far from the data set's shape."""
+    outliers = metadata.get("size_outliers") or {}
+    shapes = [
+        (f"{o['width']}x{o['height']}", o["count"], ", ".join(o["examples"]))
+        for o in outliers.get("sizes", [])
+    ]
+    return _section(
+        "Ingestion",
+        _table(
+            ["inputs", "written", "rejected"],
+            [(metadata["num_inputs"], metadata["num_written"], metadata["num_rejected"])],
+        ),
+        _table(["rejected as", "files"], list(metadata["rejected_reasons"].items())),
+        f'<p class="bad">{outliers["count"]} kept images far from the data set\'s shape '
+        f"({html.escape(outliers['rule'])}):</p>" + _table(["size", "images", "examples"], shapes)
+        if shapes
+        else "",
+    )
+
+
 def write_report(path: str, records: Sequence[Any]) -> str:
     """Render the run's components (StepRecords) into `path`; returns `path`."""
     steps = {r.name: r for r in records}
@@ -94,6 +115,8 @@ def write_report(path: str, records: Sequence[Any]) -> str:
             [(r.name, r.status, f"{r.seconds:.1f}", r.output) for r in records],
         ),
     ]
+    if "ExampleGen" in steps:
+        parts.append(_ingestion(steps["ExampleGen"].result))
     if "Evaluator" in steps:
         evaluator = steps["Evaluator"]
         metrics = evaluator.result

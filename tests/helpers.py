@@ -115,3 +115,45 @@ def tiny_training(**changes) -> TrainConfig:
         epochs=2, max_minutes=None, lr_schedule="cosine", verbose=0, measure_input_pipeline=False
     )
     return quick.replace(**changes)
+
+
+def encode(image, fmt: str, **options) -> bytes:
+    """A PIL image saved in `fmt` (PNG, JPEG, GIF, BMP, ...) with PIL's save options."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import zlib
+
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def bilevel_png_bomb(width: int, height: int) -> bytes:
+    """A real, complete 1-bit PNG of width x height white pixels: about 80 KB at 20000^2,
+    1.6 GB once decoded to RGBA (a decompression bomb)."""
+    import zlib
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    row = b"\0" + b"\xff" * ((width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", data)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def read_rejected(examples_dir: pathlib.Path) -> dict[str, dict]:
+    """An ExampleGen output's rejected.jsonl as {file name: rejection}."""
+    import json
+
+    from components import examples
+
+    lines = (examples_dir / examples.REJECTED_FILE).read_text().splitlines()
+    return {pathlib.Path(r["source"]).name: r for r in map(json.loads, lines)}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from helpers import bilevel_png_bomb, encode, read_rejected
 from PIL import Image
 
 from components import dataset, examples
@@ -22,8 +23,11 @@ from components.example_gen import (
     DUPLICATE,
     EMPTY_FILE,
     EMPTY_LABEL,
+    IMPLAUSIBLE_SIZE,
     LABEL_TOO_LONG,
     NOT_AN_IMAGE,
+    TOO_LARGE,
+    UNDECODABLE,
     UNREADABLE,
     UNSUPPORTED_FORMAT,
     IngestConfig,
@@ -32,7 +36,7 @@ from components.example_gen import (
     run_ingest,
 )
 from components.synth import SynthConfig, file_name, generate, make_labels
-from pipeline import cli
+from pipeline import cli, report, runner
 
 SYNTHETIC_COUNT = 150  # tests/conftest.py makes `synthetic_images` with this many, seed 0
 
@@ -48,11 +52,6 @@ def read_examples(examples_dir: pathlib.Path) -> dict[str, list[dict]]:
             )
         out[split] = rows
     return out
-
-
-def read_rejected(examples_dir: pathlib.Path) -> dict[str, dict]:
-    lines = (examples_dir / examples.REJECTED_FILE).read_text().splitlines()
-    return {pathlib.Path(r["source"]).name: r for r in map(json.loads, lines)}
 
 
 def shard_bytes(examples_dir: pathlib.Path) -> dict[str, bytes]:
@@ -192,7 +191,7 @@ def test_planted_bad_inputs_are_rejected_with_reasons(planted, tmp_path, synthet
     rejected = read_rejected(tmp_path / "out")
     good = sorted(synthetic_images.glob("*.png"))[:12]
     expected = {
-        "trunc_1.png": UNREADABLE,
+        "trunc_1.png": UNDECODABLE,
         "empty_2.png": EMPTY_FILE,
         "text_3.png": NOT_AN_IMAGE,
         "ABcd_4.png": BAD_CHARACTER,
@@ -390,3 +389,63 @@ def test_cli_ingest_passes_beam_options(synthetic_images, tmp_path, capsys):
     assert metadata["eval_percent"] == 50 and metadata["num_shards"] == 2
     assert metadata["beam_options"]["job_name"] == "cli-test"
     assert f"{SYNTHETIC_COUNT} written" in capsys.readouterr().out
+
+
+def test_a_bomb_is_rejected_and_the_rest_of_the_folder_ingested(synthetic_images, tmp_path):
+    """PIL's own DecompressionBombError (20000^2) and our header limit (3000^2) alike."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted(synthetic_images.glob("*.png"))[:12]
+    for p in good:
+        shutil.copy(p, folder / p.name)
+    (folder / "bomb_1.png").write_bytes(bilevel_png_bomb(20000, 20000))
+    (folder / "big_2.png").write_bytes(bilevel_png_bomb(3000, 3000))
+    limit = max(p.stat().st_size for p in good)
+    (folder / "huge_3.png").write_bytes(good[0].read_bytes() + b"\0" * limit)
+    config = IngestConfig(max_pixels=2_000_000, max_file_bytes=limit)
+    metadata = run_ingest(str(folder), str(tmp_path / "out"), config)
+    rejected = read_rejected(tmp_path / "out")
+    assert {name: r["reason"] for name, r in rejected.items()} == {
+        "bomb_1.png": TOO_LARGE,
+        "big_2.png": TOO_LARGE,
+        "huge_3.png": TOO_LARGE,
+    }
+    assert "3000x3000: 9,000,000 pixels > the limit 2,000,000" in rejected["big_2.png"]["detail"]
+    assert metadata["num_written"] == 12 and metadata["num_inputs"] == 15
+
+
+def test_implausible_shapes_are_rejected_and_odd_ones_listed(synthetic_images, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sorted(synthetic_images.glob("*.png"))[:12]:  # 200x50
+        shutil.copy(p, folder / p.name)
+    sizes = {
+        "dot_1.png": (1, 1),
+        "sliver_2.png": (5000, 10),
+        "small_3.png": (40, 10),
+        "strip_4.png": (200, 12),
+    }
+    for name, size in sizes.items():
+        (folder / name).write_bytes(encode(Image.new("L", size, 255), "PNG"))
+    out = tmp_path / "out"
+    assert cli.main(["ingest", "--images", str(folder), "--output", str(out)]) == 0
+    assert "2 images far from the data set's shape" in capsys.readouterr().out
+    metadata = json.loads((out / examples.METADATA_FILE).read_text())
+    rejected = read_rejected(out)
+    assert {name: r["reason"] for name, r in rejected.items()} == {
+        "dot_1.png": IMPLAUSIBLE_SIZE,
+        "sliver_2.png": IMPLAUSIBLE_SIZE,
+    }
+    assert "aspect ratio 500:1" in rejected["sliver_2.png"]["detail"]
+    assert metadata["aspect_ratio_range"] == [4.0, 16.6667]  # the sliver's 500 kept out
+    outliers = metadata["size_outliers"]
+    assert outliers["count"] == 2 and outliers["median_aspect"] == 4.0
+    listed = {
+        (o["width"], o["height"]): [pathlib.Path(e).name for e in o["examples"]]
+        for o in outliers["sizes"]
+    }
+    assert listed == {(40, 10): ["small_3.png"], (200, 12): ["strip_4.png"]}
+    record = runner.StepRecord("ExampleGen", "ran", 1.0, str(out), "-", metadata)
+    page = pathlib.Path(report.write_report(str(tmp_path / "report.html"), [record])).read_text()
+    assert "<h2>Ingestion" in page
+    assert "<td>implausible_size</td><td>2</td>" in page and "<td>40x10</td>" in page

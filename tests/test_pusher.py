@@ -7,7 +7,6 @@ exporting process survives), both through `tf.saved_model.load` and through a TF
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pathlib
@@ -16,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import clean_captcha, tiny_model, write_examples_dir
+from helpers import bilevel_png_bomb, clean_captcha, encode, tiny_model, write_examples_dir
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -82,6 +82,38 @@ for job in json.load(sys.stdin):
     })
 print(json.dumps(answers))
 """
+MEMORY_PROBE = r"""
+import json, resource, sys
+import tensorflow as tf
+
+job = json.load(sys.stdin)
+signature = tf.saved_model.load(job["saved_model"]).signatures["serving_default"]
+good = [open(path, "rb").read() for path in job["files"]]
+bomb = open(job["bomb"], "rb").read()
+signature(image_bytes=tf.constant(good))  # warm: what a served model has already allocated
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+answer = signature(image_bytes=tf.constant(good[:1] + [bomb] + good[1:]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kib": before, "after_kib": after,
+                  "valid": answer["valid"].numpy().tolist(),
+                  "text": [t.decode() for t in answer["text"].numpy()]}))
+"""
+# The signature's peak memory may grow this much over a warm batch of good images when the
+# batch also holds a decompression bomb (decoded in full, the one used takes 1.6 GB).
+BOMB_MEMORY_BOUND_MIB = 64
+
+
+def run_probe(script: str, job) -> Any:
+    """Runs a probe script in a fresh interpreter on `job` (its stdin, JSON): its last line."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(job),
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_model_folder(folder: pathlib.Path, model, config: ModelConfig) -> pathlib.Path:
@@ -102,12 +134,6 @@ def constant_reader(folder: pathlib.Path, reads: str) -> pathlib.Path:
     bias[VOCAB.index(reads) + 1 if reads else 0] = 50.0
     layer.set_weights([np.zeros_like(kernel), bias])
     return write_model_folder(folder, model, TINY)
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def keras_reading(
@@ -205,15 +231,7 @@ def probes(
         }
         for name, job in jobs.items()
     ]
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        input=json.dumps(spec),
-        text=True,
-        capture_output=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    answers = run_probe(PROBE, spec)
     return {
         name: {
             **answer,
@@ -226,6 +244,7 @@ def probes(
 
 def check_reads_like_keras(probe: dict, model_dir: pathlib.Path, files: list[pathlib.Path]):
     texts, confidences = keras_reading(model_dir, files)
+    confidences = np.where([len(t) > 0 for t in texts], confidences, 0.0)  # no text: 0
     count = len(files)
     assert probe["valid"][:count] == [True] * count
     assert probe["text"][:count] == texts
@@ -309,6 +328,7 @@ def test_saved_model_cli_lists_the_documented_signature(untrained_export):
         ("outputs", "text"): ("DT_STRING", "(-1)"),
         ("outputs", "confidence"): ("DT_FLOAT", "(-1)"),
         ("outputs", "valid"): ("DT_BOOL", "(-1)"),
+        ("outputs", "has_text"): ("DT_BOOL", "(-1)"),
     }
     for (kind, name), (dtype, shape) in documented.items():
         block = serving.split(f"{kind}['{name}'] tensor_info:")[1]
@@ -439,3 +459,35 @@ def test_blessing_rule(accuracy, baseline, config, pushed):
         {"accuracy": accuracy}, None if baseline is None else {"accuracy": baseline}, config
     )
     assert verdict is pushed, reason
+
+
+def test_a_bomb_in_a_batch_costs_bounded_memory_and_spoils_only_its_answer(
+    untrained_export, image_files, tmp_path
+):
+    """A 20000 x 20000 PNG (80 KB) is refused from its header inside the signature."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bilevel_png_bomb(20000, 20000))
+    assert bomb.stat().st_size < 100_000
+    job = {
+        "saved_model": untrained_export,
+        "files": [str(f) for f in image_files],
+        "bomb": str(bomb),
+    }
+    probe = run_probe(MEMORY_PROBE, job)
+    grown_mib = (probe["after_kib"] - probe["before_kib"]) / 1024
+    assert probe["valid"] == [True, False] + [True] * (len(image_files) - 1)
+    assert probe["text"][1] == ""
+    assert grown_mib < BOMB_MEMORY_BOUND_MIB, probe
+
+
+@pytest.mark.parametrize("reads", ["", "7"])
+def test_a_blank_image_is_no_confident_reading(reads, tmp_path):
+    """Whatever the model makes of it, a blank image answers has_text false, confidence 0."""
+    blank = encode(Image.new("L", (200, 50), 255), "PNG")
+    export = export_model(str(constant_reader(tmp_path / "model", reads)), str(tmp_path / "x"))
+    (answer,) = ExportedModel(export).predict_bytes([blank], ["blank.png"])
+    assert (answer.valid, answer.text, answer.has_text, answer.confidence) == (True, "", False, 0)
+    ink = clean_captcha("12", random.Random(0))
+    (answer,) = ExportedModel(export).predict_bytes([ink], ["ink.png"])
+    assert (answer.text, answer.has_text) == (reads, reads != "")
+    assert answer.confidence == (pytest.approx(1.0, abs=0.01) if reads else 0.0)

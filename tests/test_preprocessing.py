@@ -1,0 +1,120 @@
+"""The shared decoder: odd encodings read alike, alpha composited, limits from the header."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import bilevel_png_bomb, encode
+from PIL import Image
+
+from components.geometry import Geometry
+from components.preprocessing import (
+    decode_grayscale,
+    has_ink,
+    header_sizes,
+    preprocess_image,
+    size_check,
+)
+
+INK, PAPER = 30, 255
+GEOMETRY = Geometry(40, 120, 1.0)  # the glyphs' own size: no resizing
+
+
+def glyphs(ink: int = INK, paper: int = PAPER, mode: str = "L") -> Image.Image:
+    """A 120x40 image with two solid bars of ink: where text would be."""
+    image = Image.new("L", (120, 40), paper)
+    for x0 in (20, 70):
+        image.paste(ink, (x0, 10, x0 + 25, 30))
+    return image.convert(mode)
+
+
+INK_MASK = np.asarray(glyphs(0, 255)) == 0
+
+
+def transparent(ink_rgb: tuple[int, int, int]) -> bytes:
+    """Glyphs of `ink_rgb` on a fully transparent background whose hidden colour is black."""
+    rgba = np.zeros((40, 120, 4), np.uint8)
+    rgba[INK_MASK] = (*ink_rgb, 255)
+    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+
+
+@pytest.mark.parametrize("ink_rgb", [(0, 0, 0), (20, 20, 160), (200, 30, 30)])
+def test_a_transparent_png_preprocesses_to_visible_ink(ink_rgb):
+    """Dropping alpha made black ink on a (hidden) black background invisible."""
+    data = transparent(ink_rgb)
+    gray = decode_grayscale(data).numpy()[..., 0]
+    assert (gray[~INK_MASK] == 255).all()
+    image = preprocess_image(data, GEOMETRY).numpy()[..., 0]
+    assert image[INK_MASK].mean() - image[~INK_MASK].mean() > 0.5
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "options"),
+    [
+        ("P", "PNG", {}),
+        ("LA", "PNG", {}),
+        ("RGBA", "PNG", {}),
+        ("RGB", "PNG", {}),
+        ("P", "PNG", {"transparency": 7}),
+        ("RGB", "BMP", {}),
+        ("P", "GIF", {}),
+        ("CMYK", "JPEG", {"quality": 95}),
+        ("L", "JPEG", {"quality": 95}),
+        ("RGB", "JPEG", {"progressive": True, "quality": 95}),
+    ],
+)
+def test_every_encoding_decodes_to_the_same_gray(mode, fmt, options):
+    reference = np.asarray(glyphs(), np.int32)
+    decoded = decode_grayscale(encode(glyphs(mode=mode), fmt, **options)).numpy()[..., 0]
+    assert decoded.shape == reference.shape
+    error = np.abs(decoded.astype(np.int32) - reference)
+    assert (error.mean() <= 1) if fmt == "JPEG" else (error.max() == 0)  # JPEG rings at edges
+
+
+def test_sixteen_bit_png_decodes():
+    wide = Image.fromarray(np.asarray(glyphs()).astype(np.uint16) * 257)
+    decoded = decode_grayscale(encode(wide, "PNG")).numpy()[..., 0]
+    np.testing.assert_array_equal(decoded, np.asarray(glyphs()))
+
+
+def test_a_palette_bmp_is_refused_not_misread():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="BMP with a palette"):
+        decode_grayscale(encode(glyphs(mode="P"), "BMP"))
+
+
+def test_header_sizes_read_png_gif_bmp_without_decoding():
+    image = glyphs()
+    frames = [glyphs(ink=i * 40) for i in range(4)]
+    animated = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    inputs = [encode(image, fmt) for fmt in ("PNG", "GIF", "BMP", "JPEG")]
+    inputs += [b"not an image", b"", animated, bilevel_png_bomb(20000, 20000)]
+    sizes = header_sizes(tf.constant(inputs)).numpy().tolist()
+    assert sizes[0] == sizes[2] == [40, 120, 1]
+    assert sizes[1][:2] == [40, 120] and 1 <= sizes[1][2] <= 2  # GIF frames, from above
+    assert sizes[3:6] == [[0, 0, 1]] * 3  # JPEG: parsed per image by decode_each
+    assert sizes[6][:2] == [40, 120] and 4 <= sizes[6][2] <= 8
+    assert sizes[7] == [20000, 20000, 1]
+
+
+def test_the_batch_check_refuses_what_is_over_the_limits_or_does_not_decode():
+    good = encode(glyphs(), "PNG")
+    jpeg = encode(glyphs(), "JPEG")
+    big_png = encode(Image.new("L", (3000, 2000), 255), "PNG")
+    big_jpeg = encode(Image.new("L", (3000, 2000), 255), "JPEG")
+    check = size_check(max_pixels=1_000_000, max_file_bytes=len(good) + 1000)
+    images = [good, good[:-1], b"", big_png, big_jpeg, jpeg, good + b"\0" * 1001, good]
+    sizes, valid = check(images)
+    assert valid.tolist() == [True, False, False, False, False, True, False, True]
+    assert sizes[valid].tolist() == [[40, 120]] * 3
+    assert (sizes[~valid] == 0).all()
+    assert check([])[1].tolist() == []
+
+
+def test_a_blank_image_has_no_ink_and_glyphs_do():
+    blank_png = encode(Image.new("L", (120, 40), 255), "PNG")
+    blank_jpeg = encode(Image.new("RGB", (120, 40), (250, 248, 240)), "JPEG", quality=60)
+    pale = encode(glyphs(ink=235), "PNG")
+    images = [blank_png, blank_jpeg, encode(glyphs(), "PNG"), pale]
+    stacked = tf.stack([preprocess_image(data, GEOMETRY) for data in images])
+    assert has_ink(stacked).numpy().tolist() == [False, False, True, True]
