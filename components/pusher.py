@@ -4,9 +4,9 @@ Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image byt
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
 `preprocessing.preprocess_image` (the trainer's own function, behind the shared decoder's
 limits on pixels and bytes) and `decoding.decode` (with the answer lengths and the
-calibration the trainer fitted), with the vocabulary embedded as a
-constant. The model in the graph has its batch norms
-folded into its convs (`model.fold_batch_norm`): the same logits, fewer passes over memory.
+calibration the trainer fitted), with the vocabulary embedded as a constant. The model in
+the graph has its batch norms folded into its convs (`model.fold_batch_norm`): the same
+logits, fewer passes over memory.
 
 Layout: `<export_dir>[/<model_name>]/<version>/`. A version is first written to a
 non-numeric temporary folder beside it and renamed into place when complete, so TF Serving

@@ -150,7 +150,7 @@ class _BudgetedOracle:
     after_trial: Callable[[kt.Oracle], None] | None = None
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if not self.trials:  # the first trial of the search, resumed or not
+        if not self.trials:  # trial 0 (a resumed search has it already, and keeps it)
             space = self.hyperparameters.copy()
             defaults = {hp.name: hp.default for hp in space.space if space.is_active(hp)}
             return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": defaults}
