@@ -22,7 +22,7 @@ from components import artifact_io, examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, make_augment
 from components.dataset import fit_and_validation
 from components.decoding import fit_decoding, save_decoding
-from components.model import LOGITS_LAYER, ModelConfig, build_model, compile_model
+from components.model import BLANK, LOGITS_LAYER, ModelConfig, build_model, compile_model
 from components.progress import keras_verbose
 from components.schedule import LEARNING_STARTED, HoldThenCosine, StopAtDeadline
 from components.settings import setting
@@ -46,6 +46,8 @@ MONITOR_MODES = {SELECTION_SCORE: "max", "val_sequence_accuracy": "max", "val_lo
 LR_SCHEDULES = ("constant", "cosine", "plateau", "hold-cosine")
 # hold-cosine gives up on an attempt that reads nothing after this share of the time budget.
 MAX_HOLD_FRACTION = 0.4
+# Where training starts (components/head_start.py): auto resolves to one of the other two.
+STARTS = ("auto", "pretrained", "scratch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +84,15 @@ class TrainConfig:
     validation_percent: int = 10  # of the train split, held out to pick the best epoch
     seed: int = setting(0, "random seed of weights, shuffling and augmentation")
     max_minutes: float | None = setting(None, "training time budget in minutes", metavar="MINUTES")
-    warm_start: str | None = None  # an earlier model folder; its vocab must be a prefix
+    start: str = setting(
+        "auto",
+        "pretrained: from the model shipped with the package (or --warm-start's), its output "
+        "rows mapped by character; scratch: fresh weights; auto: pretrained when the shipped "
+        "model fits the recipe's network and height, else scratch (train_config.json records "
+        "the start used)",
+        choices=STARTS,
+    )
+    warm_start: str | None = None  # the model folder to start from (start "pretrained")
     verbose: int | str = "auto"  # Keras progress output; "auto": components.progress
     measure_input_pipeline: bool = True
 
@@ -95,6 +105,10 @@ class TrainConfig:
             raise ValueError("hold-cosine decays over decay_epochs or max_minutes: set one")
         if not 0 < self.validation_percent < 100:
             raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
+        if self.start not in STARTS:
+            raise ValueError(f"start is one of {STARTS}, got {self.start!r}")
+        if self.start == "scratch" and self.warm_start:
+            raise ValueError(f"start scratch contradicts warm_start {self.warm_start!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -121,17 +135,27 @@ def load_trained(model_dir: str) -> tuple[keras.Model, list[str], ModelConfig]:
     return model, vocab, config
 
 
-def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str) -> None:
-    """Copy an earlier model's weights; new characters get fresh output rows.
+def class_rows(old_vocab: Sequence[str], vocab: Sequence[str]) -> list[int | None]:
+    """For each output row over `vocab`, the row over `old_vocab` of the same class.
 
-    The earlier vocab must be a prefix of `vocab` (ExampleGen only appends characters), so
-    class i of the old output layer is class i of the new one.
+    Row 0 is the CTC blank in both; a character `old_vocab` lacks has no row (None).
+    """
+    old_rows = {char: row for row, char in enumerate(old_vocab, start=BLANK + 1)}
+    return [BLANK] + [old_rows.get(char) for char in vocab]
+
+
+def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str) -> dict[str, Any]:
+    """Copy an earlier model's weights; output rows go by character, new characters fresh.
+
+    Every other layer must have the same shapes: the same network at the same input height
+    (no weight depends on the width). Retraining's earlier vocab is a prefix of the new one,
+    a shipped model's a different set: both are the same mapping by character. Returns what
+    was mapped, for the training summary.
     """
     old_model, old_vocab, _ = load_trained(earlier_model_dir)
-    if list(vocab[: len(old_vocab)]) != old_vocab:
-        raise ValueError(
-            f"cannot warm-start: the earlier vocab {old_vocab} is not a prefix of {list(vocab)}"
-        )
+    rows = class_rows(old_vocab, vocab)
+    new_rows = [new for new, old in enumerate(rows) if old is not None]
+    old_rows = [old for old in rows if old is not None]
     old_layers = {layer.name: layer for layer in old_model.layers}
     for layer in model.layers:
         if not layer.weights:
@@ -144,7 +168,7 @@ def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str)
         new_values = []
         for new_weight, old_weight in zip(layer.get_weights(), old.get_weights(), strict=False):
             if layer.name == LOGITS_LAYER and new_weight.shape[:-1] == old_weight.shape[:-1]:
-                new_weight[..., : old_weight.shape[-1]] = old_weight  # old classes keep theirs
+                new_weight[..., new_rows] = old_weight[..., old_rows]  # the blank's row too
             elif new_weight.shape == old_weight.shape:
                 new_weight = old_weight
             else:
@@ -154,9 +178,19 @@ def warm_start(model: keras.Model, vocab: Sequence[str], earlier_model_dir: str)
                 )
             new_values.append(new_weight)
         layer.set_weights(new_values)
+    fresh = "".join(char for char, row in zip(vocab, rows[1:], strict=True) if row is None)
     log.info(
-        "warm-started from %s (%d -> %d characters)", earlier_model_dir, len(old_vocab), len(vocab)
+        "warm-started from %s: %d of %d characters mapped by character%s",
+        earlier_model_dir,
+        len(vocab) - len(fresh),
+        len(vocab),
+        f", fresh rows for {fresh!r}" if fresh else "",
     )
+    return {
+        "from": earlier_model_dir,
+        "characters_mapped": len(vocab) - len(fresh),
+        "characters_fresh": fresh,
+    }
 
 
 class SelectionScore(keras.callbacks.Callback):
@@ -279,6 +313,7 @@ class Fitted:
     attempts: list[dict[str, Any]]
     best_epoch: int  # 0-based, in `history`
     epoch_seconds: list[float]
+    warm_started: dict[str, Any] | None  # what `warm_start` mapped, when it ran
 
 
 def fit_model(
@@ -303,13 +338,14 @@ def fit_model(
     """
     start = time.time()
     attempts: list[dict[str, Any]] = []
+    warm_started = None
     for attempt in range(train_config.max_restarts + 1):
         seed = train_config.seed + attempt
         learning_rate = model_config.learning_rate * 0.5**attempt
         keras.utils.set_random_seed(seed)
         model = build_model(model_config, len(vocab))
         if train_config.warm_start:
-            warm_start(model, vocab, train_config.warm_start)
+            warm_started = warm_start(model, vocab, train_config.warm_start)
         compile_model(model, _learning_rate(learning_rate, train_config, steps_per_epoch))
         schedule = _schedule(
             train_config,
@@ -352,7 +388,7 @@ def fit_model(
             )
     early_stopping = selection[1]
     best_epoch = early_stopping.best_epoch if train_config.restore_best else len(history.epoch) - 1
-    return Fitted(model, history, attempts, best_epoch, epoch_times.seconds)
+    return Fitted(model, history, attempts, best_epoch, epoch_times.seconds, warm_started)
 
 
 def _seconds_per_pass(ds: tf.data.Dataset) -> float:
@@ -429,12 +465,19 @@ def run_train(
 ) -> dict[str, Any]:
     """Train on the train split (minus a validation holdout); returns `train_summary.json`.
 
+    Where it starts is decided first (`head_start.resolve_start`): train_config.json and the
+    summary's `start` record the start used.
+
     An attempt whose model still reads nothing when the plateau limit is reached is
     restarted with the next seed and half the learning rate, at most `max_restarts` times,
     within the same time budget.
     """
+    from components.head_start import resolve_start  # it reads this module's file names
+
     start = time.time()
     deadline = start + 60 * train_config.max_minutes if train_config.max_minutes else None
+    head_start = resolve_start(model_config, train_config)
+    model_config, train_config = head_start.model_config, head_start.train_config
     data = prepare_training(examples_dirs, model_config, train_config)
     dirs, vocab, max_label_length = data.dirs, data.vocab, data.max_label_length
     model_config, counts = data.model_config, data.counts
@@ -478,6 +521,7 @@ def run_train(
             "best": best,
             "learned": best.get("val_sequence_accuracy", 0.0) > LEARNING_STARTED,
             "attempts": attempts,
+            "start": {**head_start.to_dict(), **(fitted.warm_started or {})},
             "reading_began_epoch": attempts[-1]["reading_began_epoch"],
             "train_seconds": round(train_seconds, 1),
             "seconds_per_epoch": fitted.epoch_seconds,

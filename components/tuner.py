@@ -448,6 +448,7 @@ def run_tune(
         max_minutes=config.trial_minutes or train_config.max_minutes,
         max_restarts=0,
         measure_input_pipeline=False,
+        start="scratch",  # trials compare networks, most of which no shipped model fits
         warm_start=None,
         verbose=config.verbose,
     )

@@ -97,7 +97,7 @@ def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
     assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
     assert (
         TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text()))
-        == tiny_training()
+        == tiny_training(start="scratch")  # the start used: no shipped model fits a tiny one
     )
 
 
@@ -134,7 +134,8 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
     old_dir, tiny = small_vocab_model
     old_model, old_vocab, _ = load_trained(str(old_dir))
     model = build_model(tiny, vocab_size=4)
-    warm_start(model, list("0123"), str(old_dir))
+    mapped = warm_start(model, list("0123"), str(old_dir))
+    assert mapped["characters_mapped"] == 2 and mapped["characters_fresh"] == "23"
     for layer in model.layers:
         old_weights = old_model.get_layer(layer.name).get_weights()
         for new, old in zip(layer.get_weights(), old_weights, strict=False):
@@ -143,8 +144,6 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
                 assert new.shape[-1] == 5
             else:
                 np.testing.assert_array_equal(new, old)
-    with pytest.raises(ValueError, match="not a prefix"):
-        warm_start(build_model(tiny, vocab_size=4), list("1023"), str(old_dir))
     with pytest.raises(ValueError, match="cannot warm-start: layer"):
         warm_start(
             build_model(dataclasses.replace(tiny, dense_units=8), 4), list("0123"), str(old_dir)
@@ -157,7 +156,31 @@ def test_warm_start_from_a_smaller_vocab(small_vocab_model, clean_examples, tmp_
         CLEAN_TRAINING.replace(epochs=1, warm_start=str(old_dir)),
     )
     assert summary["vocab_size"] == 4
+    assert summary["start"]["start"] == "pretrained"
+    assert summary["start"]["characters_fresh"] == "23"
     assert tf.io.gfile.exists(str(tmp_path / "model" / "model.keras"))
+
+
+def test_warm_start_maps_output_rows_by_character(small_vocab_model):
+    """Another order and a character the earlier model never saw: rows follow the character."""
+    from components.model import BLANK, LOGITS_LAYER, build_model
+    from components.trainer import class_rows, warm_start
+
+    old_dir, tiny = small_vocab_model
+    old_model, old_vocab, _ = load_trained(str(old_dir))
+    assert old_vocab == ["0", "1"]
+    assert class_rows(old_vocab, list("1x0")) == [BLANK, 2, None, 1]
+    model = build_model(tiny, vocab_size=3)
+    fresh_kernel, fresh_bias = model.get_layer(LOGITS_LAYER).get_weights()
+    mapped = warm_start(model, list("1x0"), str(old_dir))
+    assert mapped == {"from": str(old_dir), "characters_mapped": 2, "characters_fresh": "x"}
+    old_kernel, old_bias = old_model.get_layer(LOGITS_LAYER).get_weights()
+    kernel, bias = model.get_layer(LOGITS_LAYER).get_weights()
+    for new_row, old_row in ((0, 0), (1, 2), (3, 1)):  # blank, "1", "0"
+        np.testing.assert_array_equal(kernel[:, new_row], old_kernel[:, old_row])
+        assert bias[new_row] == old_bias[old_row]
+    np.testing.assert_array_equal(kernel[:, 2], fresh_kernel[:, 2])  # "x": its fresh row
+    assert bias[2] == fresh_bias[2]
 
 
 def test_cli_train_reads_a_hyperparameters_json_and_turns_augmentation_off(

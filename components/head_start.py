@@ -1,0 +1,103 @@
+"""Where training starts: the model shipped with the package, an earlier model, or scratch.
+
+The shipped model (package data in `components/pretrained/`, written by `captcha-ocr
+pretrain`) fixes what its weights depend on: the network (conv filters, kernel, batch norm,
+dense and LSTM units), the input height and one input channel. The width, hence the number
+of CTC frames, stays free, since no weight depends on it; the character set is mapped row by
+row (`trainer.warm_start`). A first training with `start="auto"` starts from it when the
+recipe's network is the shipped one and the recipe leaves the height free or pins the same;
+otherwise it trains from scratch and says why in one log line. `start="pretrained"` makes
+either mismatch an error, as does an explicit `warm_start` (retraining's earlier model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import posixpath
+from typing import Any
+
+import tensorflow as tf
+
+from components.model import ModelConfig
+from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, TrainConfig
+
+log = logging.getLogger(__name__)
+
+# The package's copy; the environment variable points elsewhere (tests, a newer pretraining).
+PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED_ENV = "CAPTCHA_OCR_PRETRAINED"
+PROVENANCE_FILE = "provenance.json"
+# What a model's weights depend on besides the input height (ModelConfig fields).
+NETWORK_FIELDS = ("conv_filters", "kernel_size", "batch_norm", "dense_units", "lstm_units")
+
+
+def shipped_dir() -> str:
+    """Where the shipped model is looked for: $CAPTCHA_OCR_PRETRAINED, else the package's."""
+    return os.environ.get(PRETRAINED_ENV) or PACKAGE_DIR
+
+
+def shipped_model() -> str | None:
+    """The shipped model's folder, or None when no weights are shipped (yet)."""
+    folder = shipped_dir()
+    return folder if tf.io.gfile.exists(posixpath.join(folder, MODEL_FILE)) else None
+
+
+def network(config: ModelConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in NETWORK_FIELDS}
+
+
+def mismatch(source: str, model_config: ModelConfig) -> str | None:
+    """Why a model in `source` cannot start this recipe's training, or None when it can."""
+    trained = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE))
+    if network(trained) != network(model_config):
+        return f"its network {network(trained)} is not this recipe's {network(model_config)}"
+    if model_config.image_height not in (None, trained.image_height):
+        return (
+            f"this recipe pins the input height at {model_config.image_height}; "
+            f"the model reads {trained.image_height}"
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """The start a training uses: the recipe it trains with, and why (for the summary)."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.train_config.start,
+            "from": self.train_config.warm_start,
+            "input_height": self.model_config.image_height,
+            "reason": self.reason,
+        }
+
+
+def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start:
+    """The recipe with its start decided: `start` pretrained (from `warm_start`) or scratch.
+
+    Starting from a model pins the input height at that model's. Any character set fits:
+    `trainer.warm_start` maps the rows it shares and gives the others fresh ones.
+    """
+    if train_config.start == "scratch":
+        return Start(model_config, train_config, "asked for (--start scratch)")
+    source = train_config.warm_start or shipped_model()
+    if source is None:
+        problem = f"no model is shipped with the package (none in {shipped_dir()})"
+    else:
+        problem = mismatch(source, model_config)
+    if problem is None:
+        height = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE)).image_height
+        model_config = dataclasses.replace(model_config, image_height=height)
+        train_config = train_config.replace(start="pretrained", warm_start=source)
+        log.info("starting from the model in %s (input height %d)", source, height)
+        return Start(model_config, train_config, "the model fits the recipe")
+    if train_config.start == "pretrained" or train_config.warm_start:
+        raise ValueError(f"cannot start from a pretrained model: {problem}")
+    log.info("training from scratch: %s", problem)
+    return Start(model_config, train_config.replace(start="scratch"), problem)
