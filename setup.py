@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*"]),
+    # the shipped model (captcha-ocr pretrain): installed with the package, never downloaded
+    package_data={"components": ["pretrained/*"]},
     install_requires=[
         "tensorflow==2.16.2",
         "keras>=3.0,<3.16",

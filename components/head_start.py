@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 PRETRAINED_ENV = "CAPTCHA_OCR_PRETRAINED"
 PROVENANCE_FILE = "provenance.json"
-# What a model's weights depend on besides the input height (ModelConfig fields).
-NETWORK_FIELDS = ("conv_filters", "kernel_size", "batch_norm", "dense_units", "lstm_units")
+PRETRAINED = "pretrained"  # `predict --model pretrained`: the shipped model alone
 
 
 def shipped_dir() -> str:
@@ -44,15 +43,26 @@ def shipped_model() -> str | None:
     return folder if tf.io.gfile.exists(posixpath.join(folder, MODEL_FILE)) else None
 
 
-def network(config: ModelConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in NETWORK_FIELDS}
+class StartRefused(ValueError):
+    """A start that was asked for (--start pretrained, a warm start) cannot be used."""
+
+
+def network(config: ModelConfig) -> str:
+    """What the weights' shapes depend on besides the height, in words."""
+    norm = " with batch norm" if config.batch_norm else ""
+    return (
+        f"conv {'-'.join(map(str, config.conv_filters))}{norm} (kernel {config.kernel_size}), "
+        f"dense {config.dense_units}, BiLSTM {'-'.join(map(str, config.lstm_units))}"
+    )
 
 
 def mismatch(source: str, model_config: ModelConfig) -> str | None:
     """Why a model in `source` cannot start this recipe's training, or None when it can."""
     trained = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE))
     if network(trained) != network(model_config):
-        return f"its network {network(trained)} is not this recipe's {network(model_config)}"
+        return (
+            f"the model in {source} is {network(trained)}; this recipe's is {network(model_config)}"
+        )
     if model_config.image_height not in (None, trained.image_height):
         return (
             f"this recipe pins the input height at {model_config.image_height}; "
@@ -98,6 +108,19 @@ def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start
         log.info("starting from the model in %s (input height %d)", source, height)
         return Start(model_config, train_config, "the model fits the recipe")
     if train_config.start == "pretrained" or train_config.warm_start:
-        raise ValueError(f"cannot start from a pretrained model: {problem}")
+        raise StartRefused(f"cannot start from a pretrained model: {problem}")
     log.info("training from scratch: %s", problem)
     return Start(model_config, train_config.replace(start="scratch"), problem)
+
+
+def export_shipped(export_dir: str) -> str:
+    """The shipped model as a SavedModel version under `export_dir`: the zero-shot reader."""
+    from components.pusher import export_model
+
+    source = shipped_model()
+    if source is None:
+        raise FileNotFoundError(
+            f"no model is shipped with the package (none in {shipped_dir()}): "
+            f"`captcha-ocr pretrain --out DIR` trains one, {PRETRAINED_ENV}=DIR uses it"
+        )
+    return export_model(source, export_dir)

@@ -21,11 +21,13 @@ import logging
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components import settings
 from components.augmentation import AugmentConfig
 from components.example_gen import IngestConfig
+from components.pretrain import PROFILE as PRETRAIN_PROFILE
+from components.pretrain import PretrainConfig
 from components.pusher import PushConfig
 from components.review import ReviewConfig
 from components.synth import SynthConfig
@@ -35,7 +37,10 @@ from components.validation import ValidateConfig
 from pipeline.configs import DEFAULT_PROFILE, PROFILES, resolve_recipe
 from pipeline.runner import RunConfig
 
-BEAM_VERBS = {"ingest", "validate", "run", "retrain"}
+if TYPE_CHECKING:
+    from components.predict import ExportedModel
+
+BEAM_VERBS = {"ingest", "validate", "run", "retrain", "pretrain"}
 
 
 def _value_type(hint: Any) -> Any:
@@ -135,8 +140,8 @@ def _add_recipe_flags(p: argparse.ArgumentParser, default_profile: str = DEFAULT
     )
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    add_settings(p, TrainConfig, default_of=_profile_default)
+def _add_training_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    add_settings(p, TrainConfig, skip=skip, default_of=_profile_default)
 
 
 def _add_examples_flag(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -346,7 +351,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--warm-start",
         default=None,
         metavar="MODEL_DIR",
-        help="start from an earlier model whose vocab is a prefix of this one's",
+        help="start from an earlier model of the same network (its output rows mapped by "
+        "character) instead of the shipped one",
     )
     p.add_argument("--quiet", action="store_true", help="no Keras progress output")
     p.set_defaults(handler=_run_train)
@@ -355,11 +361,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     import json
 
+    from components.head_start import StartRefused
     from components.trainer import run_train
 
     quiet = {"verbose": 0} if args.quiet else {}
     recipe = _recipe(args, warm_start=args.warm_start, **quiet)
-    summary = run_train(args.examples, args.output, recipe.model, recipe.train)
+    try:
+        summary = run_train(args.examples, args.output, recipe.model, recipe.train)
+    except StartRefused as error:
+        print(f"captcha-ocr train: error: {error}", file=sys.stderr)
+        return 2
     print(
         json.dumps(
             {
@@ -369,6 +380,38 @@ def _run_train(args: argparse.Namespace, beam_args: list[str]) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="train the head start: a general model on a seeded mix of the style zoo",
+        description="Draw --images-per-style captchas of every style of the zoo (seeded), "
+        "ingest them (ExampleGen), train the profile's network on them from scratch at the "
+        "shipped input height, and write the model, its vocab, config, decoding and "
+        "provenance.json to OUT. Copy OUT into components/pretrained/ to ship it.",
+        epilog="Any other --flag is an Apache Beam pipeline option (the ExampleGen job).",
+    )
+    p.add_argument("--out", required=True, metavar="OUT", help="folder for the model to ship")
+    add_settings(p, PretrainConfig)
+    _add_recipe_flags(p, default_profile=PRETRAIN_PROFILE)
+    p.add_argument("--quiet", action="store_true", help="no Keras progress output")
+    p.set_defaults(handler=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import json
+
+    from components.pretrain import run_pretrain
+
+    quiet = {"verbose": 0} if args.quiet else {}
+    recipe = resolve_recipe(args.profile, args.hyperparameters, **quiet)
+    config = PretrainConfig(**given_settings(PretrainConfig, args))
+    provenance = run_pretrain(args.out, config, recipe.model, recipe.train, args.profile, beam_args)
+    shown = ("data_mix", "counts", "train_minutes", "validation_accuracy", "model_bytes")
+    print(json.dumps({k: provenance[k] for k in shown}, indent=2))
+    print(f"written to {args.out} (provenance.json)")
     return 0
 
 
@@ -476,7 +519,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         metavar="EXPORT[/VERSION]",
-        help="a version folder, or a base path (its newest version is used)",
+        help="a version folder, or a base path (its newest version is used), or `pretrained`: "
+        "the model shipped with the package alone",
     )
     p.add_argument(
         "files",
@@ -505,14 +549,31 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import tempfile
+
+    from components.head_start import PRETRAINED, export_shipped
+    from components.predict import ExportedModel
+
+    with tempfile.TemporaryDirectory() as scratch:  # the shipped model's export, if asked for
+        try:
+            model = ExportedModel(
+                export_shipped(scratch) if args.model == PRETRAINED else args.model
+            )
+        except FileNotFoundError as error:
+            print(f"captcha-ocr predict: error: {error}", file=sys.stderr)
+            return 2
+        return _print_predictions(model, args)
+
+
+def _print_predictions(model: ExportedModel, args: argparse.Namespace) -> int:
+    """Answers as a table or JSON lines; queued for review when asked. 1 if any failed."""
     import json
 
     from rich.console import Console
     from rich.table import Table
 
-    from components.predict import ExportedModel, expand_inputs, predict_files
+    from components.predict import expand_inputs, predict_files
 
-    model = ExportedModel(args.model)
     files = expand_inputs(args.files)
     failures = 0
     table = Table("file", "text", "confidence", "error", title=f"model {model.path}")
@@ -570,12 +631,15 @@ def _run_review(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _add_pipeline_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """Flags shared by `run` and `retrain`: the pipeline's, the Pusher's, the recipe's."""
+    """Flags shared by `run` and `retrain`: the pipeline's, the Pusher's, the recipe's.
+
+    `skip`: RunConfig or TrainConfig fields the command does not offer.
+    """
     add_settings(p, RunConfig, skip=skip)
     add_settings(p, IngestConfig, only=("labels_csv",))
     add_settings(p, PushConfig, only=("min_accuracy", "tolerance", "force", "model_name"))
     _add_recipe_flags(p)
-    _add_training_flags(p)
+    _add_training_flags(p, skip=skip)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -607,6 +671,7 @@ def _pipeline_config(args: argparse.Namespace, beam_args: list[str]) -> RunConfi
 
 
 def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]) -> int:
+    from components.head_start import StartRefused
     from components.review_queue import ReviewCsvError
     from pipeline import runner
 
@@ -615,7 +680,7 @@ def _run_pipeline(flow_name: str, args: argparse.Namespace, beam_args: list[str]
     except runner.PipelineStopped as stopped:
         print(f"captcha-ocr {flow_name} stopped: {stopped}", file=sys.stderr)
         return 1
-    except ReviewCsvError as error:  # a hand-edited review labels.csv: say what to fix
+    except (ReviewCsvError, StartRefused) as error:  # a labels.csv to fix, a start refused
         print(f"captcha-ocr {flow_name}: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -634,7 +699,7 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
         "current model, and push a new version only if it is not worse.",
     )
     p.add_argument("--images", required=True, help="folder or file pattern of the new captchas")
-    _add_pipeline_flags(p, skip=("tune",))
+    _add_pipeline_flags(p, skip=("tune", "start"))  # it starts from the current model
     p.set_defaults(handler=_run_retrain)
 
 
@@ -649,6 +714,7 @@ _PARSER_BUILDERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_validate,
     _add_tune,
     _add_train,
+    _add_pretrain,
     _add_evaluate,
     _add_export,
     _add_predict,

@@ -105,6 +105,29 @@ def _ingestion(metadata: dict[str, Any]) -> str:
     )
 
 
+def _training_start(summary: dict[str, Any]) -> str:
+    """Where training started: the shipped (or an earlier) model, or scratch, and why."""
+    start = summary.get("start")
+    if not start:
+        return ""
+    return _section(
+        "Training start",
+        _table(
+            ["start", "from", "input height", "why", "characters mapped", "fresh rows"],
+            [
+                (
+                    start["start"],
+                    start.get("from") or "-",
+                    start.get("input_height") or "-",
+                    start["reason"],
+                    start.get("characters_mapped", "-"),
+                    start.get("characters_fresh") or "-",
+                )
+            ],
+        ),
+    )
+
+
 def write_report(path: str, records: Sequence[Any]) -> str:
     """Render the run's components (StepRecords) into `path`; returns `path`."""
     steps = {r.name: r for r in records}
@@ -117,6 +140,8 @@ def write_report(path: str, records: Sequence[Any]) -> str:
     ]
     if "ExampleGen" in steps:
         parts.append(_ingestion(steps["ExampleGen"].result))
+    if "Trainer" in steps:
+        parts.append(_training_start(steps["Trainer"].result))
     if "Evaluator" in steps:
         evaluator = steps["Evaluator"]
         metrics = evaluator.result

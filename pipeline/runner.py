@@ -358,6 +358,7 @@ def _finish(orch: Orchestrator, config: RunConfig, command: str) -> dict[str, An
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "components": [dataclasses.asdict(r) for r in orch.records],
         "metrics": {k: metrics.get(k) for k in ("accuracy", "cer", "num_examples")},
+        "start": steps["Trainer"].result.get("start") if "Trainer" in steps else None,
         "exported": push,
     }
     write_json(orch.path(MANIFEST_FILE), manifest)
