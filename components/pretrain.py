@@ -30,7 +30,7 @@ from components import artifact_io, examples, styles
 from components.decoding import DECODING_FILE
 from components.example_gen import IngestConfig, run_ingest
 from components.head_start import PROVENANCE_FILE
-from components.model import ModelConfig, build_model
+from components.model import ModelConfig
 from components.settings import setting
 from components.synth import LABELS_CSV, SynthConfig, generate
 from components.trainer import (
@@ -106,13 +106,11 @@ def _commit() -> str | None:
 def _ship(trainer_dir: str, out: str) -> int:
     """The trained folder's files a head start needs into `out`; returns model.keras's bytes.
 
-    The model is saved again without its optimizer state, a third of the size.
+    The model is saved again uncompiled, without the optimizer state: a third of the size.
     """
-    model, vocab, model_config = load_trained(trainer_dir)
-    slim = build_model(model_config, len(vocab))
-    slim.set_weights(model.get_weights())
+    model, _, _ = load_trained(trainer_dir)
     model_path = posixpath.join(out, MODEL_FILE)
-    slim.save(model_path)
+    keras.Model(model.inputs, model.outputs, name=model.name).save(model_path)
     for name in SHIPPED_FILES:
         tf.io.gfile.copy(posixpath.join(trainer_dir, name), posixpath.join(out, name))
     return tf.io.gfile.stat(model_path).length

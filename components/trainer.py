@@ -125,7 +125,8 @@ class TrainConfig:
 
 
 def load_trained(model_dir: str) -> tuple[keras.Model, list[str], ModelConfig]:
-    """(compiled Keras model, vocab, ModelConfig) of a folder written by `run_train`."""
+    """(Keras model, vocab, ModelConfig) of a folder written by `run_train` (compiled) or
+    `captcha-ocr pretrain` (uncompiled: weights for a head start or inference)."""
     model_path = posixpath.join(model_dir, MODEL_FILE)
     if not tf.io.gfile.exists(model_path):
         raise FileNotFoundError(f"{model_dir} is not a trained model folder (no {MODEL_FILE})")

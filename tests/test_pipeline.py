@@ -86,9 +86,11 @@ def test_run_trains_and_exports_a_servable_model(project, first_run):
         assert component["output"].startswith(str(project["root"] / "work"))
         assert (pathlib.Path(component["output"]) / runner.COMPLETE_MARKER).is_file()
         assert component["seconds"] > 0
+    # The tiny network is not the shipped one (if any is shipped): it trained from scratch.
+    assert manifest["start"]["start"] == "scratch" and manifest["start"]["reason"]
     report = (project["root"] / "work" / runner.REPORT_FILE).read_text()
     sections = ("Metrics", "Data", "Validation", "Training curves", "Predictions", "Confidence")
-    for section in (*sections, "Export"):
+    for section in (*sections, "Training start", "Export"):
         assert f"<h2>{section}" in report
     assert report.count("data:image/png;base64,") >= 3
 
