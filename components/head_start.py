@@ -20,6 +20,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from components import artifact_io
 from components.model import ModelConfig
 from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE, TrainConfig
 
@@ -45,6 +46,14 @@ def shipped_model() -> str | None:
 
 class StartRefused(ValueError):
     """A start that was asked for (--start pretrained, a warm start) cannot be used."""
+
+
+def shipped_provenance() -> dict[str, Any] | None:
+    """The shipped model's provenance.json: part of the Trainer's fingerprint in a pipeline,
+    so that new shipped weights train again rather than skip."""
+    source = shipped_model()
+    path = posixpath.join(source, PROVENANCE_FILE) if source else None
+    return artifact_io.read_json(path) if path and tf.io.gfile.exists(path) else None
 
 
 def network(config: ModelConfig) -> str:
@@ -104,9 +113,10 @@ def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start
     if problem is None:
         height = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE)).image_height
         model_config = dataclasses.replace(model_config, image_height=height)
-        train_config = train_config.replace(start="pretrained", warm_start=source)
         log.info("starting from the model in %s (input height %d)", source, height)
-        return Start(model_config, train_config, "the model fits the recipe")
+        whose = "the earlier model given" if train_config.warm_start else "the shipped model"
+        train_config = train_config.replace(start="pretrained", warm_start=source)
+        return Start(model_config, train_config, f"{whose} fits the recipe")
     if train_config.start == "pretrained" or train_config.warm_start:
         raise StartRefused(f"cannot start from a pretrained model: {problem}")
     log.info("training from scratch: %s", problem)

@@ -54,7 +54,9 @@ class PretrainConfig:
     """The data side of the recipe; the network and the schedule are a profile's."""
 
     images_per_style: int = setting(20_000, "captchas drawn from each style of the zoo")
-    seed: int = setting(0, "seed of the drawn captchas and of training: same seed, same model")
+    seed: int = setting(
+        0, "seed of the drawn captchas (same seed, same files) and of training's weights"
+    )
     max_minutes: float = setting(240.0, "training time budget in minutes", metavar="MINUTES")
     work_dir: str | None = setting(
         None,

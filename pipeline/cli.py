@@ -315,8 +315,9 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         help="search state and results (default: tuner/ next to the first --examples)",
     )
     _add_recipe_flags(p, default_profile="full")
-    # How each trial trains: the recipe's TrainConfig, its budget being --trial-minutes.
-    add_settings(p, TrainConfig, skip=("max_minutes",), default_of=_profile_default)
+    # How each trial trains: the recipe's TrainConfig, its budget being --trial-minutes, from
+    # scratch (components/tuner.py).
+    add_settings(p, TrainConfig, skip=("max_minutes", "start"), default_of=_profile_default)
     add_settings(p, TuneConfig)
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     p.set_defaults(handler=_run_tune)

@@ -292,12 +292,12 @@ def _train_step(
     model_config: Any,
     train_config: Any,
 ) -> StepRecord:
-    from components import trainer
+    from components import head_start, trainer
 
     return orch.step(
         "Trainer",
         orch.path(trainer.PIPELINE_FOLDER, _span_folder(span)),
-        [upstream.fingerprint, model_config, train_config],
+        [upstream.fingerprint, model_config, train_config, head_start.shipped_provenance()],
         lambda out: trainer.run_train(span_dirs, out, model_config, train_config),
     )
 
