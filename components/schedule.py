@@ -8,7 +8,9 @@ steps or until the deadline, whichever comes first, and ends training there: the
 measured in steps (at least `min_decay_steps`, so a small data set gets enough of them) and
 in time, never in a fixed count of epochs. A model that still reads nothing after
 `plateau_epochs` epochs or `plateau_seconds` is flagged `stalled` and stopped, for the trainer
-to restart (`components/trainer.py`); on the last attempt the decay starts anyway.
+to restart (`components/trainer.py`), unless its validation CER shows that it is leaving the
+plateau (restarting it would throw that away); on the last attempt, and for a model that is
+leaving the plateau, the decay starts instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 LEARNING_STARTED = 0.05  # validation whole-captcha accuracy that ends the plateau
 READING = "val_sequence_accuracy"
+# A model in the plateau answers blanks: validation CER 1.0 (or more, with garbage). One whose
+# CER fell this far below that (or below its first epoch's) is leaving it: not restarted.
+LEAVING_PLATEAU_CER_DROP = 0.05
 
 
 class StopAtDeadline(keras.callbacks.Callback):
@@ -74,6 +79,8 @@ class HoldThenCosine(keras.callbacks.Callback):
         self.last_attempt = last_attempt
         self.stalled = False
         self.reading_began_epoch: int | None = None  # 1-based
+        self.first_cer: float | None = None  # validation CER after the first epoch
+        self.best_cer = math.inf
         self.decay_from: tuple[int, float] | None = None  # (step, time) where the decay began
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -109,7 +116,9 @@ class HoldThenCosine(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.decay_from is not None:
             return
-        reading = (logs or {}).get(READING, 0.0)
+        logs = logs or {}
+        reading = logs.get(READING, 0.0)
+        self._track_cer(logs.get("val_cer"))
         if reading > LEARNING_STARTED:
             self.reading_began_epoch = epoch + 1
             self._start_decay(
@@ -122,7 +131,13 @@ class HoldThenCosine(keras.callbacks.Callback):
         )
         if not too_long:
             return
-        if self.last_attempt:
+        if self.leaving_plateau:
+            self._start_decay(
+                f"no whole captcha read after {epoch + 1} epochs ({waited / 60:.1f} min), but "
+                f"the validation CER fell to {self.best_cer:.2f}: the model is leaving the "
+                "plateau, so it is kept rather than restarted"
+            )
+        elif self.last_attempt:
             self._start_decay(
                 f"still reading nothing after {epoch + 1} epochs "
                 f"({waited / 60:.1f} min), no restart left"
@@ -130,6 +145,20 @@ class HoldThenCosine(keras.callbacks.Callback):
         else:
             self.stalled = True
             self.model.stop_training = True
+
+    def _track_cer(self, cer: float | None) -> None:
+        if cer is None:
+            return
+        if self.first_cer is None:
+            self.first_cer = cer
+        self.best_cer = min(self.best_cer, cer)
+
+    @property
+    def leaving_plateau(self) -> bool:
+        """Whether the validation CER fell clearly below the plateau's (blank answers: 1.0)."""
+        if self.first_cer is None:
+            return False
+        return self.best_cer < min(1.0, self.first_cer) - LEAVING_PLATEAU_CER_DROP
 
     def _start_decay(self, why: str) -> None:
         self.decay_from = (self.step, time.time())

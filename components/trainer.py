@@ -70,7 +70,8 @@ class TrainConfig:
     decay_epochs: int | None = None
     min_decay_steps: int = 0
     # hold-cosine: an attempt still reading nothing after this many epochs (or MAX_HOLD_FRACTION
-    # of max_minutes) starts again with another seed and half the rate, at most max_restarts.
+    # of max_minutes), its validation CER not fallen either, starts again with another seed and
+    # half the rate, at most max_restarts.
     plateau_epochs: int | None = None
     max_restarts: int = 0
     min_learning_rate: float = 1e-5

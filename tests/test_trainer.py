@@ -7,6 +7,7 @@ import dataclasses
 import json
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -255,6 +256,32 @@ def test_hold_then_cosine_holds_through_the_plateau_then_decays_by_steps_or_time
     by_time.step, by_time.decay_from = 7, (0, now)
     assert by_time.learning_rate(now + 50) == pytest.approx((1e-3 + 1e-5) / 2)
     assert by_time.learning_rate(now + 100) == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize(
+    ("val_cers", "stalled"),
+    [((1.0, 1.0), True), ((1.08, 1.0), True), ((1.0, 0.9), False), ((0.8, 0.7), False)],
+)
+def test_a_model_leaving_the_plateau_is_kept_not_restarted(val_cers, stalled):
+    """At the plateau limit only a model whose CER never fell is restarted."""
+    from components.schedule import HoldThenCosine
+
+    schedule = HoldThenCosine(
+        peak=1e-3,
+        floor=1e-5,
+        warmup_steps=0,
+        decay_steps=100,
+        deadline=None,
+        plateau_epochs=len(val_cers),
+        plateau_seconds=None,
+        last_attempt=False,
+    )
+    schedule.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    schedule.on_train_begin()
+    for epoch, cer in enumerate(val_cers):
+        schedule.on_epoch_end(epoch, {"val_sequence_accuracy": 0.0, "val_cer": cer})
+    assert schedule.stalled is stalled
+    assert (schedule.decay_from is None) is stalled  # kept: the decay began instead
 
 
 def test_a_run_stuck_in_the_plateau_restarts_and_says_it_did_not_learn(
