@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -95,10 +96,12 @@ def prepare_style(
 
 
 def prepare_real(
-    data: pathlib.Path, row_dir: pathlib.Path
+    data: pathlib.Path, row_dir: pathlib.Path, limit: int | None = None
 ) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
-    """(training images folder, {held-out file: label}): 80 % linked to train on, 20 % held out."""
+    """(training images folder, {held-out file: label}): 80 % linked to train on (the first
+    `limit` of them in sorted order, when given), 20 % held out."""
     train_files, held_out_files = split_files(data)
+    train_files = train_files[:limit]
     train_dir = link_folder(row_dir / "train", train_files)
     if (data / LABELS_CSV).exists():
         write_labels_csv(train_dir / LABELS_CSV, read_labels(data, train_files))
@@ -112,8 +115,11 @@ def run_accepts_seed() -> bool:
     return any("--seed" in action.option_strings for action in run_parser._actions)
 
 
-def train_command(train_dir: pathlib.Path, seed: int | None) -> list[str]:
-    """The user's command; `seed` is passed only when given (not 0, and `run` has --seed)."""
+def train_command(
+    train_dir: pathlib.Path, seed: int | None, flags: Sequence[str] = ()
+) -> list[str]:
+    """The user's command; `seed` is passed only when given (not 0, and `run` has --seed),
+    `flags` (a benchmark's one changed setting) last."""
     command = [
         str(pathlib.Path(sys.executable).parent / "captcha-ocr"),
         "run",
@@ -125,7 +131,7 @@ def train_command(train_dir: pathlib.Path, seed: int | None) -> list[str]:
     command += ["--profile", "full", "--no-tune"]
     if seed is not None:
         command += ["--seed", str(seed)]
-    return command
+    return command + list(flags)
 
 
 def reading_began(history_csv: pathlib.Path) -> int | None:
@@ -154,30 +160,44 @@ def read_held_out(export_dir: pathlib.Path, held_out: dict[pathlib.Path, str]) -
     return metrics
 
 
-def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
+def run_row(
+    kind: str,
+    name: str,
+    seed: int,
+    args: argparse.Namespace,
+    flags: Sequence[str] = (),
+    train_count: int | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """One row: fresh data, the user's command (plus `flags`), the held-out images read.
+
+    `train_count` limits the images to train on (a style draws that many, a real set keeps
+    the first of its training files); `env` adds environment variables to the command's.
+    """
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
     ).stdout.strip()  # data drawn by it
-    row_dir = args.work / f"{kind}-{name}-seed{seed}"
+    suffix = "".join(f"-{flag.lstrip('-')}" for flag in flags)
+    suffix += f"-n{train_count}" if train_count else ""
+    row_dir = args.work / f"{kind}-{name}-seed{seed}{suffix}"
     if row_dir.exists():
         shutil.rmtree(row_dir)  # a fresh folder per row
     row_dir.mkdir(parents=True)
     if kind == "style":
-        train_dir, held_out = prepare_style(
-            name, seed, args.train_count, args.held_out_count, row_dir
-        )
+        count = train_count or args.train_count
+        train_dir, held_out = prepare_style(name, seed, count, args.held_out_count, row_dir)
     else:
-        train_dir, held_out = prepare_real(args.data / name, row_dir)
+        train_dir, held_out = prepare_real(args.data / name, row_dir, train_count)
     run_dir = row_dir / "run"
     run_dir.mkdir()
-    command = train_command(train_dir, seed if seed and args.run_has_seed else None)
+    command = train_command(train_dir, seed if seed and args.run_has_seed else None, flags)
     started, load_before = time.gmtime(), os.getloadavg()
     print(
         f"[{time.strftime('%H:%M:%S', started)} UTC] {kind} {name} seed {seed}: "
         f"{' '.join(command[1:])} (load {load_before[0]:.1f})",
         flush=True,
     )
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(PROJECT_ROOT)}
     with open(row_dir / "run.log", "w") as log:
         code = subprocess.call(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
     root = run_dir / PIPELINE_ROOT
@@ -187,6 +207,7 @@ def run_row(kind: str, name: str, seed: int, args: argparse.Namespace) -> dict:
         "seed": seed,
         "command": command[1:],
         "exit_code": code,
+        "row_dir": str(row_dir),
         "commit": commit,
         "train_images": len(list(p for p in train_dir.iterdir() if p.name != LABELS_CSV)),
         "held_out_images": len(held_out),

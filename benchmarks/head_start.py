@@ -1,0 +1,177 @@
+"""Fine-tuned from the shipped model against trained from scratch (issue 19's table).
+
+Each row is a `benchmarks/styles.py` row (fresh data, the user's command, the held-out images
+read through the export) with one more flag, `--start scratch` or `--start pretrained`, and
+a number of labelled images to train on (`--counts`: the label-scarcity curve; `all` is the
+style's `--train-count` or the real set's whole training part). Both starts get the same
+command and the same budget (the `full` profile's). Besides the final accuracy, a row records
+the training minutes until the validation holdout first read 95 % (`minutes_to_95`, from
+the trainer's history.csv and seconds per epoch; earlier restarted attempts and the start-up
+count too), so "reaches 95 % in a third of the time" can be read off the table.
+
+`--zero-shot` reads each real set's held-out images with the shipped model alone
+(`captcha-ocr predict --model pretrained`) and, when its venv exists, with ddddocr untrained
+(see `serving.py` for that venv): the baseline beside ddddocr.
+
+    flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/head_start.py \\
+        --styles wide --real none --counts 300,all
+    CAPTCHA_OCR_PRETRAINED=/tmp/pretrained .venv/bin/python benchmarks/head_start.py \\
+        --styles none --zero-shot
+    .venv/bin/python benchmarks/head_start.py --report
+
+The shipped model is the package's (`components/pretrained/`) or `$CAPTCHA_OCR_PRETRAINED`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import styles as bench
+from serving import DEFAULT_DDDD_PYTHON
+
+# `styles` put the project on sys.path.
+from components import head_start
+from components import styles as zoo
+from components.evaluator import reading_metrics
+from components.predict import ExportedModel, predict_files
+
+STARTS = ("scratch", "pretrained")
+TARGET = 0.95
+DDDD_READ = r"""
+import json, sys
+import ddddocr
+ocr = ddddocr.DdddOcr(show_ad=False)
+print(json.dumps([ocr.classification(open(f, "rb").read()) for f in json.load(sys.stdin)]))
+"""
+
+
+def minutes_to(row_dir: pathlib.Path, target: float = TARGET) -> float | None:
+    """Training minutes until validation accuracy first reached `target` (None: never).
+
+    The last attempt's epochs are timed one by one; whatever the Trainer spent before them
+    (set-up, earlier attempts that were restarted) is counted in full.
+    """
+    trainer = row_dir / "run" / bench.PIPELINE_ROOT / "Trainer" / "span-0"
+    manifest = row_dir / "run" / bench.PIPELINE_ROOT / "manifest.json"
+    if not (trainer / "history.csv").exists() or not manifest.exists():
+        return None
+    seconds = json.loads((trainer / "train_summary.json").read_text())["seconds_per_epoch"]
+    steps = {c["name"]: c for c in json.loads(manifest.read_text())["components"]}
+    before = steps["Trainer"]["seconds"] - sum(seconds)
+    with open(trainer / "history.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            epoch = int(row["epoch"])
+            if float(row["val_sequence_accuracy"]) >= target:
+                return round((before + sum(seconds[: epoch + 1])) / 60, 2)
+    return None
+
+
+def zero_shot(data: pathlib.Path, name: str, dddd_python: str) -> dict:
+    """The shipped model alone, and ddddocr untrained, on a real set's held-out images."""
+    _, held_out_files = bench.split_files(data / name)
+    labels = bench.read_labels(data / name, held_out_files)
+    files = sorted(labels)
+    truth = [labels[f] for f in files]
+    with tempfile.TemporaryDirectory() as export_dir:
+        version = head_start.export_shipped(export_dir)
+        answers = predict_files(ExportedModel(version), [str(f) for f in files])
+        ours = reading_metrics(truth, [a.text for a in answers])
+    result = {"name": name, "held_out_images": len(files), "pretrained": ours["accuracy"]}
+    if os.path.exists(dddd_python):
+        done = subprocess.run(
+            [dddd_python, "-c", DDDD_READ],
+            input=json.dumps([str(f) for f in files]),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        texts = json.loads(done.stdout.strip().splitlines()[-1])
+        result["ddddocr"] = reading_metrics(truth, texts)["accuracy"]
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Accuracy and minutes to 95 % per data set and count, scratch beside pretrained."""
+    rows: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in results:
+        key = (f"{r['kind']} `{r['name']}` seed {r['seed']}", str(r["train_images"]))
+        rows.setdefault(key, {})[r["start"]] = r
+    lines = [
+        "| data | labelled images | scratch: accuracy, min to 95 % | pretrained: accuracy, "
+        "min to 95 % | train min (scratch, pretrained) |",
+        "|---|---:|---|---|---|",
+    ]
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return ""
+        accuracy = (
+            f"{r['accuracy']:.2%}" if "accuracy" in r else f"no export (exit {r['exit_code']})"
+        )
+        reached = r.get("minutes_to_95")
+        return f"{accuracy}, {reached if reached is not None else 'never'}"
+
+    for (data, count), starts in rows.items():
+        minutes = ", ".join(str(starts.get(s, {}).get("train_minutes", "")) for s in STARTS)
+        lines.append(
+            f"| {data} | {count} | {cell(starts.get('scratch'))} | "
+            f"{cell(starts.get('pretrained'))} | {minutes} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--styles", default="all", help="comma-separated styles, all or none")
+    parser.add_argument("--real", default="all", help="comma-separated real sets, all or none")
+    parser.add_argument("--counts", default="100,300,1000,all", help="labelled images per row")
+    parser.add_argument("--starts", default=",".join(STARTS))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--train-count", type=int, default=3000, help="a style's `all`")
+    parser.add_argument("--held-out-count", type=int, default=500)
+    parser.add_argument("--data", type=pathlib.Path, default=bench.DEFAULT_DATA)
+    parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/head-start"))
+    parser.add_argument("--zero-shot", action="store_true", help="the real sets read untrained")
+    parser.add_argument("--ddddocr-python", default=DEFAULT_DDDD_PYTHON)
+    parser.add_argument("--report", action="store_true", help="print the recorded table")
+    args = parser.parse_args()
+    results_path = args.work / "results.jsonl"
+    if args.report:
+        print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+        return 0
+    real = bench.names(args.real, bench.REAL_SETS, parser)
+    if args.zero_shot:
+        for name in real:
+            print(json.dumps(zero_shot(args.data, name, args.ddddocr_python)), flush=True)
+        return 0
+    rows = [("style", n) for n in bench.names(args.styles, tuple(zoo.STYLES), parser)]
+    rows += [("real", n) for n in real]
+    counts = [None if c == "all" else int(c) for c in args.counts.split(",")]
+    starts = bench.names(args.starts, STARTS, parser)
+    args.run_has_seed = True
+    args.work.mkdir(parents=True, exist_ok=True)
+    for kind, name in rows:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for count in counts:
+                for start in starts:
+                    result = bench.run_row(
+                        kind, name, seed, args, flags=["--start", start], train_count=count
+                    )
+                    result["start"] = start
+                    result["minutes_to_95"] = minutes_to(pathlib.Path(result["row_dir"]))
+                    with open(results_path, "a") as f:
+                        f.write(json.dumps(result) + "\n")
+                    print(json.dumps(result), flush=True)
+    print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
