@@ -17,13 +17,14 @@ import pathlib
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from helpers import CLEAN_HEIGHT, CLEAN_WIDTH, tiny_model, write_clean_images
 
-from components import artifact_io, examples
+from components import artifact_io, examples, object_store
 from components.example_gen import IngestConfig, run_ingest
 from components.object_store import list_objects, publish_folder
 from components.predict import SAVED_MODEL_FILE
@@ -84,6 +85,21 @@ def complete_versions(base: str) -> list[int]:
             and name.count("/") == 1
         }
     )
+
+
+def interrupted(copy_folder: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """`copy_folder` (or `publish_folder`) killed once half of the folder is copied."""
+
+    def copy(source: str, destination: str, marker: str) -> list[str]:
+        half = len(list_objects(source)) // 2
+
+        def die_half_way(relative: str) -> None:
+            if len(list_objects(destination)) >= half:
+                raise KeyboardInterrupt
+
+        return copy_folder(source, destination, marker, after_each=die_half_way)
+
+    return copy
 
 
 def test_ingest_from_and_into_a_bucket(bucket, synthetic_images, synthetic_examples, tmp_path):
@@ -156,14 +172,8 @@ def test_an_interrupted_publish_leaves_no_complete_version(bucket, exported_mode
     base = f"{bucket}/export/interrupted"
     staged = upload(exported_model_base / "1", f"{base}/.tmp-export-b")
 
-    def die_half_way(relative: str) -> None:  # publish_folder has no cleanup: as if killed here
-        if len(list_objects(f"{base}/1")) == len(staged) // 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        publish_folder(
-            f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE, after_each=die_half_way
-        )
+    with pytest.raises(KeyboardInterrupt):  # publish_folder has no cleanup: as if killed here
+        interrupted(publish_folder)(f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE)
     assert 0 < len(list_objects(f"{base}/1")) < len(staged)
     assert SAVED_MODEL_FILE not in list_objects(f"{base}/1")
     assert complete_versions(base) == []
@@ -172,7 +182,7 @@ def test_an_interrupted_publish_leaves_no_complete_version(bucket, exported_mode
     assert complete_versions(base) == [2]
 
 
-def test_run_resume_retrain_and_predict_in_a_bucket(bucket, tmp_path, capsys):
+def test_run_resume_retrain_and_predict_in_a_bucket(bucket, tmp_path, capsys, monkeypatch):
     """`captcha-ocr run`, `retrain` and `predict` with every path in the bucket."""
     upload(write_clean_images(tmp_path / "in", 120, seed=1), f"{bucket}/in")
     upload(write_clean_images(tmp_path / "in2", 60, seed=2), f"{bucket}/in2")
@@ -195,8 +205,15 @@ def test_run_resume_retrain_and_predict_in_a_bucket(bucket, tmp_path, capsys):
     assert trained["examples_dirs"] == [f"{root}/ExampleGen/span-0"]
     assert complete_versions(export) == [1]
 
-    # A crash after training: the next run evaluates again from the bucket's model, no more.
+    # A crash after training, then one half-way through publishing the Evaluator's folder: the
+    # folder stays incomplete (no marker), and the next run evaluates again, from the bucket.
     artifact_io.remove(f"{root}/Evaluator/span-0/{runner.COMPLETE_MARKER}")
+    with monkeypatch.context() as patch:
+        patch.setattr(object_store, "copy_folder", interrupted(object_store.copy_folder))
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["run", "--images", f"{bucket}/in", *flags])
+    left = list_objects(f"{root}/Evaluator/span-0")
+    assert left and runner.COMPLETE_MARKER not in left
     assert cli.main(["run", "--images", f"{bucket}/in", *flags]) == 0
     manifest = artifact_io.read_json(f"{root}/{runner.MANIFEST_FILE}")
     ran = [c["name"] for c in manifest["components"] if c["status"] == "ran"]
