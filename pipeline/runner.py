@@ -112,9 +112,10 @@ class Orchestrator:
     """Runs steps in order, skipping complete ones, and records each for the manifest.
 
     Steps whose files only TensorFlow's own file system writes (SyntheticGen, Tuner, Trainer,
-    Evaluator, Pusher) are `staged`: on an object store they read local copies of their
-    inputs (`local`), write into a local folder, and that folder is published with
-    `_COMPLETE.json` last.
+    Evaluator) are `staged`: on an object store they read local copies of their inputs
+    (`local`), write into a local folder, and that folder is published with `_COMPLETE.json`
+    last. The Pusher exports into a local copy of the export base and publishes the new
+    version with `saved_model.pb` last.
     """
 
     def __init__(self, root: str, total_steps: int, echo: Callable[[str], None] = print) -> None:
