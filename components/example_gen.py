@@ -778,8 +778,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
 
 def _is_review_csv(path: str) -> bool:
     """A header naming any column only a review queue has: read it as one, strictly."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        header = next(csv.reader([f.readline()]), [])
+    header = next(csv.reader([_read_text(path).partition("\n")[0]]), [])
     return bool(set(header) & (set(review_queue.HEADER) - {"filename", "label"}))
 
 

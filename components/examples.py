@@ -7,12 +7,13 @@ names, the split rule and the vocabulary format are written down exactly once.
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import tensorflow as tf
+
+from components import artifact_io
 
 TRAIN = "train"
 EVAL = "eval"
@@ -96,8 +97,7 @@ def make_example(
 
 def read_vocab(path: str) -> list[str]:
     """One character per line; line number = id. The CTC blank is not in the file."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        return parse_vocab(f.read())
+    return parse_vocab(artifact_io.read_text(path))
 
 
 def parse_vocab(text: str) -> list[str]:
@@ -116,9 +116,7 @@ def vocab_text(chars: Sequence[str]) -> str:
 
 
 def write_vocab(path: str, chars: Sequence[str]) -> None:
-    text = vocab_text(chars)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
+    artifact_io.write_file(path, vocab_text(chars))
 
 
 def encode_label(label: str, vocab: Sequence[str]) -> list[int]:
@@ -128,8 +126,7 @@ def encode_label(label: str, vocab: Sequence[str]) -> list[int]:
 
 def read_metadata(examples_dir: str) -> dict[str, Any]:
     """ExampleGen's `metadata.json`: counts, label lengths and image sizes of one span."""
-    with tf.io.gfile.GFile(posixpath.join(examples_dir, METADATA_FILE)) as f:
-        return json.load(f)
+    return artifact_io.read_json(posixpath.join(examples_dir, METADATA_FILE))
 
 
 def max_label_length(examples_dirs: Sequence[str]) -> int:

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import tensorflow as tf
 
-from components import dataset, examples
+from components import artifact_io, dataset, examples
 from components.preprocessing import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from components.staging import Mirror
 
 SERVING_SIGNATURE = "serving_default"
 PREPROCESS_SIGNATURE = "preprocess"
@@ -51,15 +52,14 @@ def saved_model_versions(base_dir: str) -> list[int]:
     Only numeric folders holding a saved_model.pb count: an export still being written (or
     killed half-way) sits in a non-numeric temporary folder that TF Serving ignores too.
     """
-    if not tf.io.gfile.isdir(base_dir):
+    if not artifact_io.isdir(base_dir):
         return []
     versions = []
-    for name in tf.io.gfile.listdir(base_dir):
-        name = name.rstrip("/")
+    for name in artifact_io.listdir(base_dir):
         if (
             name.isdigit()
             and int(name) > 0
-            and tf.io.gfile.exists(posixpath.join(base_dir, name, SAVED_MODEL_FILE))
+            and artifact_io.exists(posixpath.join(base_dir, name, SAVED_MODEL_FILE))
         ):
             versions.append(int(name))
     return sorted(versions)
@@ -67,7 +67,7 @@ def saved_model_versions(base_dir: str) -> list[int]:
 
 def resolve_saved_model(path: str) -> str:
     """A SavedModel folder as given, or the newest version under a TF Serving base path."""
-    if tf.io.gfile.exists(posixpath.join(path, SAVED_MODEL_FILE)):
+    if artifact_io.exists(posixpath.join(path, SAVED_MODEL_FILE)):
         return path
     versions = saved_model_versions(path)
     if not versions:
@@ -83,7 +83,8 @@ class ExportedModel:
 
     def __init__(self, path: str) -> None:
         self.path = resolve_saved_model(path)
-        self._loaded = tf.saved_model.load(self.path)
+        self._mirror = Mirror()  # a gs:// export is loaded from a local copy (staging)
+        self._loaded = tf.saved_model.load(self._mirror.local(self.path))
         self.signature = self._loaded.signatures[SERVING_SIGNATURE]
 
     def predict_bytes(self, images: Sequence[bytes], sources: Sequence[str]) -> list[Prediction]:

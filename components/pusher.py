@@ -31,7 +31,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from components import artifact_io, examples
 from components.decoding import Decoding, decode, load_decoding, save_decoding
 from components.model import ModelConfig, fold_batch_norm
-from components.object_store import is_object_store, publish_folder
+from components.object_store import publish_folder
 from components.predict import (
     INPUT_NAME,
     PREPROCESS_SIGNATURE,
@@ -220,7 +220,7 @@ def publish(temp_dir: str, base_dir: str) -> str:
             if tf.io.gfile.exists(version_dir):  # someone else's incomplete folder: leave it
                 raise FileExistsError(f"{version_dir} exists but holds no saved_model.pb")
             try:
-                if is_object_store(base_dir):
+                if artifact_io.is_object_store(base_dir):
                     publish_folder(temp_dir, version_dir, SAVED_MODEL_FILE)
                 else:
                     tf.io.gfile.rename(temp_dir, version_dir, overwrite=False)

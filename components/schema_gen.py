@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import tensorflow_data_validation as tfdv
+from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from components import statistics_gen
+from components import artifact_io, statistics_gen
 
 SCHEMA_FILE = "schema.pbtxt"
 IMAGE_FORMATS = ("jpeg", "png")  # Contract 1's `image_format` values
@@ -91,4 +92,5 @@ def infer_curated_schema(
 
 
 def load_schema(path: str) -> schema_pb2.Schema:
-    return tfdv.load_schema_text(path)
+    """A text Schema, read through artifact_io (gs:// too)."""
+    return text_format.Parse(artifact_io.read_text(path), schema_pb2.Schema())

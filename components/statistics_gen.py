@@ -18,15 +18,15 @@ from collections.abc import Iterable, Mapping, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from apache_beam.options.pipeline_options import PipelineOptions
+from google.protobuf import message
 from tensorflow_data_validation.statistics.generators import stats_generator
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx_bsl.arrow import array_util
 from tfx_bsl.tfxio import tf_example_record
 
-from components import examples
+from components import artifact_io, examples
 
 STATISTICS_FILE = "FeatureStats.pb"  # the TFX StatisticsGen name, one per Split-<split>/
 CATEGORICAL_INT_FEATURES = ("label_ids", "label_length", "height", "width", "channels")
@@ -153,7 +153,7 @@ def generate_statistics(
     ExampleCountsOutsideSchema). Returns {split: statistics path}.
     """
     patterns = {split: examples.shard_pattern(examples_dir, split) for split in examples.SPLITS}
-    splits = [split for split, pattern in patterns.items() if tf.io.gfile.glob(pattern)]
+    splits = [split for split, pattern in patterns.items() if artifact_io.glob(pattern)]
     if not splits:
         raise FileNotFoundError(
             f"no examples under {examples_dir}: expected GZIP shards like "
@@ -162,7 +162,7 @@ def generate_statistics(
     options = stats_options(schema)
     paths = {split: statistics_path(output_dir, split) for split in splits}
     for path in paths.values():
-        tf.io.gfile.makedirs(posixpath.dirname(path))
+        artifact_io.makedirs(posixpath.dirname(path))
     started = time.time()
     log.info("computing statistics of %s (splits %s) with Beam", examples_dir, ", ".join(splits))
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
@@ -182,12 +182,13 @@ def generate_statistics(
 
 
 def load_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """A FeatureStats.pb (binary), or a TFDV TFRecord / text statistics file."""
-    if not tf.io.gfile.exists(path):
+    """A FeatureStats.pb (binary, read through artifact_io: gs:// too), or a TFDV TFRecord /
+    text statistics file."""
+    if not artifact_io.exists(path):
         raise FileNotFoundError(f"no statistics at {path}")
     try:
-        return tfdv.load_stats_binary(path)
-    except Exception:
+        return statistics_pb2.DatasetFeatureStatisticsList.FromString(artifact_io.read_bytes(path))
+    except message.DecodeError:
         return tfdv.load_statistics(path)
 
 

@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import tensorflow as tf
-
 from components import artifact_io, examples
 from components.settings import setting
 
@@ -107,10 +105,10 @@ def _previous_statistics(previous: str | None, split: str):
     """
     if previous is None:
         return None
-    if not tf.io.gfile.isdir(previous):
+    if not artifact_io.isdir(previous):
         return statistics_gen.load_statistics(previous)
     path = statistics_gen.statistics_path(previous, split)
-    if not tf.io.gfile.exists(path):
+    if not artifact_io.exists(path):
         log.warning("no previous statistics for split %s at %s: drift not checked", split, path)
         return None
     return statistics_gen.load_statistics(path)
@@ -137,24 +135,22 @@ def run_validate(
     beam_args: Sequence[str] = (),
 ) -> ValidationResult:
     """Statistics, schema (given or inferred) and anomalies of one ExampleGen output."""
-    # TFDV is imported here, not with the module: it prints a notice on import, and the
-    # command line reads ValidateConfig for every subcommand's options.
-    import tensorflow_data_validation as tfdv
+    # TFDV (through these components) is imported here, not with the module: it prints a
+    # notice on import, and the command line reads ValidateConfig for every subcommand.
     from google.protobuf import text_format
 
     from components import example_validator, schema_gen, statistics_gen
     from components.validation_report import REPORT_FILE, write_report
 
     vocab_path = posixpath.join(examples_dir, examples.VOCAB_FILE)
-    if not tf.io.gfile.exists(vocab_path):
+    if not artifact_io.exists(vocab_path):
         raise FileNotFoundError(f"no {examples.VOCAB_FILE} in {examples_dir}: not an ingest output")
     vocab = examples.read_vocab(vocab_path)
-    if config.previous_statistics and not tf.io.gfile.exists(config.previous_statistics):
+    if config.previous_statistics and not artifact_io.exists(config.previous_statistics):
         raise FileNotFoundError(f"no previous statistics at {config.previous_statistics}")
-    tf.io.gfile.makedirs(output_dir)
+    artifact_io.makedirs(output_dir)
     result_path = posixpath.join(output_dir, RESULT_FILE)
-    if tf.io.gfile.exists(result_path):
-        tf.io.gfile.remove(result_path)  # from now on the folder is incomplete until rewritten
+    artifact_io.remove(result_path)  # from now on the folder is incomplete until rewritten
 
     given_schema = schema_gen.load_schema(config.schema_path) if config.schema_path else None
     statistics_paths = statistics_gen.generate_statistics(
@@ -183,7 +179,7 @@ def run_validate(
         anomalies_paths[split] = posixpath.join(
             examples.split_dir(output_dir, split), ANOMALIES_FILE
         )
-        tfdv.write_anomalies_text(anomalies, anomalies_paths[split])
+        artifact_io.write_file(anomalies_paths[split], text_format.MessageToString(anomalies))
         messages[split] = example_validator.describe_anomalies(
             anomalies, stats, schema, previous[split], vocab
         )

@@ -10,8 +10,6 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow as tf
-
 from components import artifact_io
 from components.evaluator import (
     CURVES_FILE,
@@ -40,18 +38,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _image(path: str, alt: str) -> str:
-    if not tf.io.gfile.exists(path):
+    if not artifact_io.exists(path):
         return ""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = base64.b64encode(f.read()).decode()
+    data = base64.b64encode(artifact_io.read_bytes(path)).decode()
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
 def _csv_table(path: str, max_rows: int = 30) -> str:
-    if not tf.io.gfile.exists(path):
+    if not artifact_io.exists(path):
         return ""
-    with tf.io.gfile.GFile(path) as f:
-        rows = list(csv.reader(io.StringIO(f.read())))
+    rows = list(csv.reader(io.StringIO(artifact_io.read_text(path))))
     return _table(rows[0], rows[1 : max_rows + 1]) if rows else ""
 
 

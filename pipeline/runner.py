@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import tensorflow as tf
-
 from components import artifact_io
+from components.predict import SAVED_MODEL_FILE
 from components.pusher import PushConfig
 from components.settings import setting
+from components.staging import Mirror
 from pipeline import configs
 
 COMPLETE_MARKER = "_COMPLETE.json"
@@ -109,17 +109,28 @@ def write_json(path: str, value: Any) -> None:
 
 
 class Orchestrator:
-    """Runs steps in order, skipping complete ones, and records each for the manifest."""
+    """Runs steps in order, skipping complete ones, and records each for the manifest.
+
+    Steps whose files only TensorFlow's own file system writes (SyntheticGen, Tuner, Trainer,
+    Evaluator) are `staged`: on an object store they read local copies of their inputs
+    (`local`), write into a local folder, and that folder is published with `_COMPLETE.json`
+    last. The Pusher exports into a local copy of the export base and publishes the new
+    version with `saved_model.pb` last.
+    """
 
     def __init__(self, root: str, total_steps: int, echo: Callable[[str], None] = print) -> None:
         self.root = root
         self.total_steps = total_steps
         self.echo = echo
         self.records: list[StepRecord] = []
-        tf.io.gfile.makedirs(root)
+        self.mirror = Mirror()
+        artifact_io.makedirs(root)
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
+
+    def local(self, path: str) -> str:
+        return self.mirror.local(path)
 
     def step(
         self,
@@ -128,30 +139,34 @@ class Orchestrator:
         fingerprint_parts: Sequence[Any],
         work: Callable[[str], dict[str, Any]],
         still_valid: Callable[[dict[str, Any]], bool] = lambda result: True,
+        staged: bool = False,
     ) -> StepRecord:
         """Run `work(output)` unless `output` is complete with the same fingerprint.
 
-        `still_valid(result)` can veto the skip when the outputs live elsewhere too.
+        `still_valid(result)` can veto the skip when the outputs live elsewhere too. A
+        `staged` step's `work` gets a local folder when `output` is on an object store.
         """
         number = len(self.records) + 1
         key = fingerprint(name, *fingerprint_parts)
         marker = posixpath.join(output, COMPLETE_MARKER)
         label = f"[{number}/{self.total_steps}] {name}"
-        if tf.io.gfile.exists(marker):
+        if artifact_io.exists(marker):
             done = artifact_io.read_json(marker)
             if done.get("fingerprint") == key and still_valid(done["result"]):
                 record = StepRecord(name, "skipped", 0.0, output, key, done["result"])
                 self.records.append(record)
                 self.echo(f"{label}: skipped, outputs complete in {output}")
                 return record
-        if tf.io.gfile.exists(output):
-            tf.io.gfile.rmtree(output)
+        artifact_io.remove(output)
         self.echo(f"{label} ...")
         start = time.monotonic()
-        result = work(output)
+        written = self.mirror.output(output) if staged else output
+        result = self.mirror.urls(work(written))
         seconds = time.monotonic() - start
-        tf.io.gfile.makedirs(output)
-        write_json(marker, {"fingerprint": key, "result": result, "seconds": seconds})
+        artifact_io.makedirs(written)
+        done = {"fingerprint": key, "result": result, "seconds": seconds}
+        write_json(posixpath.join(written, COMPLETE_MARKER), done)
+        self.mirror.publish(written, COMPLETE_MARKER)
         record = StepRecord(name, "ran", seconds, output, key, result)
         self.records.append(record)
         self.echo(f"{label}: done in {seconds:.1f} s -> {output}")
@@ -167,11 +182,11 @@ def _accepted_spans(root: str) -> dict[int, str]:
     from components import example_gen, trainer, validation
 
     base = posixpath.join(root, example_gen.PIPELINE_FOLDER)
-    if not tf.io.gfile.isdir(base):
+    if not artifact_io.isdir(base):
         return {}
     spans = {}
-    for name in tf.io.gfile.listdir(base):
-        match = SPAN_DIR.match(name.rstrip("/"))
+    for name in artifact_io.listdir(base):
+        match = SPAN_DIR.match(name)
         if not match:
             continue
         done = [
@@ -182,7 +197,7 @@ def _accepted_spans(root: str) -> dict[int, str]:
                 trainer.PIPELINE_FOLDER,
             )
         ]
-        if all(tf.io.gfile.exists(marker) for marker in done):
+        if all(artifact_io.exists(marker) for marker in done):
             spans[int(match.group(1))] = posixpath.join(base, match.group(0))
     return spans
 
@@ -190,8 +205,8 @@ def _accepted_spans(root: str) -> dict[int, str]:
 def _rejected(examples_dir: str, reason: str) -> list[dict[str, Any]]:
     from components import examples
 
-    with tf.io.gfile.GFile(posixpath.join(examples_dir, examples.REJECTED_FILE)) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    text = artifact_io.read_text(posixpath.join(examples_dir, examples.REJECTED_FILE))
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [row for row in rows if row.get("reason") == reason]
 
 
@@ -203,6 +218,7 @@ def _synth_step(orch: Orchestrator) -> StepRecord:
         orch.path(synth.PIPELINE_FOLDER),
         [configs.DEMO_SYNTH],
         lambda out: {"count": len(synth.generate(out, configs.DEMO_SYNTH))},
+        staged=True,
     )
 
 
@@ -278,7 +294,10 @@ def _tune_step(
         "Tuner",
         orch.path(tuner.PIPELINE_FOLDER),
         [validated.fingerprint, tune_config, recipe.model, recipe.train],
-        lambda out: tuner.run_tune(ingest.output, out, tune_config, recipe.model, recipe.train),
+        lambda out: tuner.run_tune(
+            orch.local(ingest.output), out, tune_config, recipe.model, recipe.train
+        ),
+        staged=True,
     )
     best = ModelConfig.from_json(posixpath.join(tuned.output, tuner.BEST_HYPERPARAMETERS_FILE))
     return tuned, best
@@ -294,12 +313,22 @@ def _train_step(
 ) -> StepRecord:
     from components import head_start, trainer
 
+    def work(out: str) -> dict[str, Any]:
+        warm = train_config.warm_start
+        local_config = train_config.replace(warm_start=warm and orch.local(warm))
+        return trainer.run_train(_local_all(orch, span_dirs), out, model_config, local_config)
+
     return orch.step(
         "Trainer",
         orch.path(trainer.PIPELINE_FOLDER, _span_folder(span)),
         [upstream.fingerprint, model_config, train_config, head_start.shipped_provenance()],
-        lambda out: trainer.run_train(span_dirs, out, model_config, train_config),
+        work,
+        staged=True,
     )
+
+
+def _local_all(orch: Orchestrator, paths: list[str]) -> list[str]:
+    return [orch.local(path) for path in paths]
 
 
 def _evaluate_step(
@@ -311,7 +340,10 @@ def _evaluate_step(
         "Evaluator",
         orch.path(evaluator.PIPELINE_FOLDER, _span_folder(span)),
         [train.fingerprint],
-        lambda out: evaluator.run_evaluate(train.output, span_dirs, out),
+        lambda out: evaluator.run_evaluate(
+            orch.local(train.output), _local_all(orch, span_dirs), out
+        ),
+        staged=True,
     )
 
 
@@ -330,11 +362,21 @@ def _push_step(
     )
 
     def work(out: str) -> dict[str, Any]:
-        result = pusher.run_push(train.output, span_dirs, config.export_dir, push_config)
+        local_config = dataclasses.replace(
+            push_config, metrics_path=orch.local(push_config.metrics_path)
+        )
+        result = pusher.run_push(
+            orch.local(train.output),
+            _local_all(orch, span_dirs),
+            orch.local(config.export_dir),
+            local_config,
+        )
+        if result.pushed:  # a new version in the mirror of a gs:// export: publish it
+            orch.mirror.publish(result.version_dir, SAVED_MODEL_FILE)
         return dataclasses.asdict(result)
 
     def still_served(result: dict[str, Any]) -> bool:
-        return bool(result.get("version_dir")) and tf.io.gfile.exists(result["version_dir"])
+        return bool(result.get("version_dir")) and artifact_io.exists(result["version_dir"])
 
     return orch.step(
         "Pusher",

@@ -1,11 +1,13 @@
 """gs:// against a local GCS emulator (gcp-storage-emulator on 127.0.0.1, started and stopped here).
 
 Beam's FileSystems and google-cloud-storage honour STORAGE_EMULATOR_HOST; TensorFlow 2.16's own
-gs:// filesystem does not (its endpoints are compiled in: www.googleapis.com), so what runs
-here is the Beam side: ExampleGen reading images from a bucket and writing its output into one,
-and the object-store publish of a SavedModel (components.object_store), complete and
-interrupted. Beam looks for Google
-credentials once per process (about 20 s of retries offline) before connecting anonymously.
+gs:// filesystem does not (its endpoints are compiled in: www.googleapis.com). The pipeline's
+own I/O goes through Beam (components.artifact_io, components.object_store) and what only
+TensorFlow reads or writes is staged through a local mirror (components.staging), so the whole
+of `run`, its resume, `retrain` and `predict` run here against the bucket; so do ExampleGen
+alone and the object-store publish of a SavedModel, complete and interrupted. Beam looks for
+Google credentials once per process (about 20 s of retries offline) before connecting
+anonymously.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import pathlib
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from helpers import CLEAN_HEIGHT, CLEAN_WIDTH, tiny_model, write_clean_images
 
-from components import examples
+from components import artifact_io, examples, object_store
 from components.example_gen import IngestConfig, run_ingest
 from components.object_store import list_objects, publish_folder
 from components.predict import SAVED_MODEL_FILE
+from pipeline import cli, runner
 
 gcp_storage_emulator = pytest.importorskip(
     "gcp_storage_emulator.server",
@@ -80,6 +85,21 @@ def complete_versions(base: str) -> list[int]:
             and name.count("/") == 1
         }
     )
+
+
+def interrupted(copy_folder: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """`copy_folder` (or `publish_folder`) killed once half of the folder is copied."""
+
+    def copy(source: str, destination: str, marker: str) -> list[str]:
+        half = len(list_objects(source)) // 2
+
+        def die_half_way(relative: str) -> None:
+            if len(list_objects(destination)) >= half:
+                raise KeyboardInterrupt
+
+        return copy_folder(source, destination, marker, after_each=die_half_way)
+
+    return copy
 
 
 def test_ingest_from_and_into_a_bucket(bucket, synthetic_images, synthetic_examples, tmp_path):
@@ -152,17 +172,67 @@ def test_an_interrupted_publish_leaves_no_complete_version(bucket, exported_mode
     base = f"{bucket}/export/interrupted"
     staged = upload(exported_model_base / "1", f"{base}/.tmp-export-b")
 
-    def die_half_way(relative: str) -> None:  # publish_folder has no cleanup: as if killed here
-        if len(list_objects(f"{base}/1")) == len(staged) // 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        publish_folder(
-            f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE, after_each=die_half_way
-        )
+    with pytest.raises(KeyboardInterrupt):  # publish_folder has no cleanup: as if killed here
+        interrupted(publish_folder)(f"{base}/.tmp-export-b", f"{base}/1", SAVED_MODEL_FILE)
     assert 0 < len(list_objects(f"{base}/1")) < len(staged)
     assert SAVED_MODEL_FILE not in list_objects(f"{base}/1")
     assert complete_versions(base) == []
     assert list_objects(f"{base}/.tmp-export-b") == staged  # the candidate is still whole
     publish_folder(f"{base}/.tmp-export-b", f"{base}/2", SAVED_MODEL_FILE)
     assert complete_versions(base) == [2]
+
+
+def test_run_resume_retrain_and_predict_in_a_bucket(bucket, tmp_path, capsys, monkeypatch):
+    """`captcha-ocr run`, `retrain` and `predict` with every path in the bucket."""
+    upload(write_clean_images(tmp_path / "in", 120, seed=1), f"{bucket}/in")
+    upload(write_clean_images(tmp_path / "in2", 60, seed=2), f"{bucket}/in2")
+    tiny = tmp_path / "tiny.json"
+    tiny_model(image_height=CLEAN_HEIGHT, image_width=CLEAN_WIDTH).to_json(str(tiny))
+    root, export = f"{bucket}/root", f"{bucket}/export"
+    flags = ["--workdir", root, "--export-dir", export, "--hyperparameters", str(tiny)]
+    flags += ["--epochs", "2", "--min-accuracy", "0", "--force-push"]  # about I/O, not reading
+
+    assert cli.main(["run", "--images", f"{bucket}/in", *flags]) == 0
+    steps = ("ExampleGen", "Validation", "Trainer", "Evaluator", "Pusher")
+    stored = list_objects(root)
+    for step in steps:
+        assert f"{step}/span-0/{runner.COMPLETE_MARKER}" in stored, step
+    for name in ("Trainer/span-0/model.keras", runner.MANIFEST_FILE, runner.REPORT_FILE):
+        assert name in stored
+    manifest = artifact_io.read_json(f"{root}/{runner.MANIFEST_FILE}")
+    trained = manifest["components"][2]["result"]
+    assert trained["model_dir"] == f"{root}/Trainer/span-0"  # a URL, not the local mirror
+    assert trained["examples_dirs"] == [f"{root}/ExampleGen/span-0"]
+    assert complete_versions(export) == [1]
+
+    # A crash after training, then one half-way through publishing the Evaluator's folder: the
+    # folder stays incomplete (no marker), and the next run evaluates again, from the bucket.
+    artifact_io.remove(f"{root}/Evaluator/span-0/{runner.COMPLETE_MARKER}")
+    with monkeypatch.context() as patch:
+        patch.setattr(object_store, "copy_folder", interrupted(object_store.copy_folder))
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["run", "--images", f"{bucket}/in", *flags])
+    left = list_objects(f"{root}/Evaluator/span-0")
+    assert left and runner.COMPLETE_MARKER not in left
+    assert cli.main(["run", "--images", f"{bucket}/in", *flags]) == 0
+    manifest = artifact_io.read_json(f"{root}/{runner.MANIFEST_FILE}")
+    ran = [c["name"] for c in manifest["components"] if c["status"] == "ran"]
+    assert ran == ["Evaluator"] and complete_versions(export) == [1]
+
+    assert cli.main(["retrain", "--images", f"{bucket}/in2", *flags]) == 0
+    stored = list_objects(root)
+    for step in steps:
+        assert f"{step}/span-1/{runner.COMPLETE_MARKER}" in stored, step
+    trained = artifact_io.read_json(f"{root}/Trainer/span-1/train_summary.json")
+    assert trained["examples_dirs"] == [f"{root}/ExampleGen/span-{n}" for n in (0, 1)]
+    assert complete_versions(export) == [1, 2]
+    # Nothing half-visible: no temporary (hidden) name is left anywhere in the bucket.
+    everything = list_objects(bucket)
+    assert not [name for name in everything if any(p.startswith(".") for p in name.split("/"))]
+
+    capsys.readouterr()
+    sample = sorted((tmp_path / "in2").iterdir())[:4]
+    assert cli.main(["predict", "--model", export, "--format", "jsonl", *map(str, sample)]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["source"] for a in answers] == list(map(str, sample))
+    assert all(a["valid"] and a["error"] is None for a in answers)
