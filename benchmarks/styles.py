@@ -273,10 +273,11 @@ def table(results: list[dict]) -> str:
             f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
             f"{r.get('train_minutes', '')} | {eval_accuracy} | {confident} | {load} |"
         )
-    groups: dict[str, list[float]] = {}
-    for r in results:
-        groups.setdefault(f"{r['kind']} `{r['name']}`", []).append(r.get("accuracy", 0.0))
-    for group, accuracies in groups.items():
+    groups: dict[str, dict[int, float]] = {}
+    for r in results:  # a seed measured again (a later commit) counts once: its latest row
+        groups.setdefault(f"{r['kind']} `{r['name']}`", {})[r["seed"]] = r.get("accuracy", 0.0)
+    for group, by_seed in groups.items():
+        accuracies = list(by_seed.values())
         if len(accuracies) > 1:
             lines.append(
                 f"| **{group} mean** ({len(accuracies)} seeds) | | | "
