@@ -12,9 +12,7 @@ trainer's own folder (checkpoints, logs) stay in the work folder.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import os
 import posixpath
@@ -32,7 +30,7 @@ from components.example_gen import IngestConfig, run_ingest
 from components.head_start import PROVENANCE_FILE
 from components.model import ModelConfig
 from components.settings import setting
-from components.synth import LABELS_CSV, SynthConfig, generate
+from components.synth import LABELS_CSV, SynthConfig, generate, write_labels_csv
 from components.trainer import (
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -86,9 +84,7 @@ def draw_mix(images_dir: str, config: PretrainConfig) -> dict[str, int]:
         )
         written = generate(posixpath.join(images_dir, name), synth, show_progress=False)
         rows += [(posixpath.join(name, posixpath.basename(path)), label) for path, label in written]
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows([("filename", "label"), *rows])
-    artifact_io.write_file(posixpath.join(images_dir, LABELS_CSV), text.getvalue())
+    write_labels_csv(posixpath.join(images_dir, LABELS_CSV), rows)
     return {name: config.images_per_style for name in styles.STYLES}
 
 

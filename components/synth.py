@@ -264,7 +264,10 @@ def generate(
                 written.append((path, label))
             progress.advance(task, len(chunk))
     if config.writes_labels_csv:
-        _write_labels_csv(posixpath.join(out_dir, LABELS_CSV), written)
+        write_labels_csv(
+            posixpath.join(out_dir, LABELS_CSV),
+            [(posixpath.basename(path), label) for path, label in written],
+        )
     seconds = time.perf_counter() - start
     log.info(
         "wrote %d captchas to %s in %.1f s (%.0f images/s)",
@@ -276,12 +279,12 @@ def generate(
     return written
 
 
-def _write_labels_csv(path: str, written: list[tuple[str, str]]) -> None:
-    import tensorflow as tf
+def write_labels_csv(path: str, rows: list[tuple[str, str]]) -> None:
+    """A `labels.csv` of (file name relative to its folder, label) rows, written atomically."""
+    from components import artifact_io
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["filename", "label"])
-    writer.writerows((posixpath.basename(p), label) for p, label in written)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text.getvalue())
+    writer.writerows(rows)
+    artifact_io.write_file(path, text.getvalue())
