@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 from helpers import write_clean_images
 
-from components import head_start, styles
+from components import head_start, pretrain, styles
+from components.evaluator import reading_metrics
 from components.example_gen import IngestConfig, run_ingest
+from components.predict import ExportedModel, predict_files
+from components.synth import SynthConfig, generate
 from components.trainer import TrainConfig
 from pipeline.cli import main
 from pipeline.configs import PROFILES
 
 IMAGES_PER_STYLE = 6
+# The shipped model's zero-shot floor on captchas of every style it never saw (a seed it was
+# not pretrained on); components/pretrained/provenance.json has its validation accuracy.
+SHIPPED_FLOOR = 0.70
+UNSEEN_SEED = 11
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +116,22 @@ def test_predict_reads_with_the_shipped_model_alone(shipped, tmp_path, capsys, m
     monkeypatch.setenv(head_start.PRETRAINED_ENV, str(tmp_path / "nothing-here"))
     assert main(["predict", "--model", "pretrained", str(images)]) == 2
     assert "no model is shipped" in capsys.readouterr().err
+
+
+def test_the_package_ships_a_model_that_reads_every_style(tmp_path, monkeypatch):
+    """The real weights in components/pretrained/, not a tiny pretraining: there, small, reading."""
+    monkeypatch.delenv(head_start.PRETRAINED_ENV, raising=False)
+    assert head_start.shipped_model() == head_start.PACKAGE_DIR, "no weights are shipped"
+    provenance = head_start.shipped_provenance()
+    assert provenance["characters"] == "".join(pretrain.characters())
+    assert provenance["seed"] != UNSEEN_SEED
+    model_bytes = os.path.getsize(os.path.join(head_start.PACKAGE_DIR, "model.keras"))
+    assert model_bytes == provenance["model_bytes"] < 4e6  # a few MB at most, as shipped
+    drawn = []
+    for name in styles.STYLES:
+        synth = SynthConfig(count=8, seed=UNSEEN_SEED, style=name, labels_csv=True)
+        drawn += generate(str(tmp_path / name), synth, show_progress=False)
+    version = head_start.export_shipped(str(tmp_path / "export"))
+    answers = predict_files(ExportedModel(version), [path for path, _ in drawn])
+    metrics = reading_metrics([label for _, label in drawn], [a.text for a in answers])
+    assert metrics["accuracy"] >= SHIPPED_FLOOR, metrics
