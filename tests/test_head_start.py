@@ -1,7 +1,7 @@
 """The head start end to end: a tiny pretraining of the shipped recipe, fine-tuned, read with.
 
 The shipped location is pointed at the tiny pretrained folder through CAPTCHA_OCR_PRETRAINED,
-so nothing is written into the package.
+so nothing is written into the package; the last test reads with the package's own weights.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from components.evaluator import reading_metrics
 from components.example_gen import IngestConfig, run_ingest
 from components.predict import ExportedModel, predict_files
 from components.synth import SynthConfig, generate
-from components.trainer import TrainConfig
+from components.trainer import MODEL_FILE, TrainConfig
 from pipeline.cli import main
 from pipeline.configs import PROFILES
 
@@ -125,7 +125,7 @@ def test_the_package_ships_a_model_that_reads_every_style(tmp_path, monkeypatch)
     provenance = head_start.shipped_provenance()
     assert provenance["characters"] == "".join(pretrain.characters())
     assert provenance["seed"] != UNSEEN_SEED
-    model_bytes = os.path.getsize(os.path.join(head_start.PACKAGE_DIR, "model.keras"))
+    model_bytes = os.path.getsize(os.path.join(head_start.PACKAGE_DIR, MODEL_FILE))
     assert model_bytes == provenance["model_bytes"] < 4e6  # a few MB at most, as shipped
     drawn = []
     for name in styles.STYLES:
