@@ -113,7 +113,9 @@ def table(results: list[dict]) -> str:
         if r is None:
             return ""
         accuracy = (
-            f"{r['accuracy']:.2%}" if "accuracy" in r else f"no export (exit {r['exit_code']})"
+            f"{r['accuracy']:.2%}" + ("" if r.get("pushed", True) else " not pushed")
+            if "accuracy" in r
+            else f"no export (exit {r['exit_code']})"
         )
         reached = r.get("minutes_to_95")
         return f"{accuracy}, {reached if reached is not None else 'never'}"

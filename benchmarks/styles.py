@@ -232,8 +232,17 @@ def run_row(
             pushed=bool(manifest["exported"].get("pushed")),
         )
     export = run_dir / EXPORT_DIR
-    if export.is_dir() and any(p.name.isdigit() for p in export.iterdir()):  # a run that
-        metrics = read_held_out(export, held_out)  # missed --min-accuracy pushes nothing
+    trained = root / "Trainer" / "span-0"
+    if not (export.is_dir() and any(p.name.isdigit() for p in export.iterdir())):
+        # A run that missed --min-accuracy pushes nothing: its model is read all the same
+        # (exported outside the serving folder), so the table says how far it got.
+        export = row_dir / "not-pushed"
+        if (trained / "_COMPLETE.json").exists():
+            from components.pusher import export_model
+
+            export_model(str(trained), str(export))
+    if export.is_dir() and any(p.name.isdigit() for p in export.iterdir()):
+        metrics = read_held_out(export, held_out)
         result.update(
             accuracy=metrics["accuracy"],
             cer=metrics["cer"],
@@ -255,6 +264,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         accuracy = (
             f"{r['accuracy']:.2%} ({r['num_correct']}/{r['held_out_images']})"
+            + ("" if r.get("pushed", True) else ", not pushed")
             if "accuracy" in r
             else f"no export (exit {r['exit_code']})"
         )

@@ -97,11 +97,34 @@ class Start:
         }
 
 
+def _fine_tune(model_config: ModelConfig, train_config: TrainConfig, source: str) -> Start:
+    """The recipe for starting from the model in `source`: its height, the fine-tuning rate
+    and decay length (TrainConfig's fine_tune_* settings)."""
+    height = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE)).image_height
+    rate = model_config.learning_rate * train_config.fine_tune_rate_scale
+    model_config = dataclasses.replace(model_config, image_height=height, learning_rate=rate)
+    decay_steps = train_config.fine_tune_min_decay_steps
+    log.info(
+        "starting from the model in %s (input height %d), fine-tuning at peak rate %.2g",
+        source,
+        height,
+        rate,
+    )
+    whose = "the earlier model given" if train_config.warm_start else "the shipped model"
+    train_config = train_config.replace(
+        start="pretrained",
+        warm_start=source,
+        min_decay_steps=train_config.min_decay_steps if decay_steps is None else decay_steps,
+    )
+    return Start(model_config, train_config, f"{whose} fits the recipe")
+
+
 def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start:
     """The recipe with its start decided: `start` pretrained (from `warm_start`) or scratch.
 
-    Starting from a model pins the input height at that model's. Any character set fits:
-    `trainer.warm_start` maps the rows it shares and gives the others fresh ones.
+    Starting from a model pins the input height at that model's and fine-tunes it (a lower
+    peak rate, a shorter decay). Any character set fits: `trainer.warm_start` maps the rows
+    it shares and gives the others fresh ones.
     """
     if train_config.start == "scratch":
         return Start(model_config, train_config, "asked for (--start scratch)")
@@ -111,12 +134,7 @@ def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start
     else:
         problem = mismatch(source, model_config)
     if problem is None:
-        height = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE)).image_height
-        model_config = dataclasses.replace(model_config, image_height=height)
-        log.info("starting from the model in %s (input height %d)", source, height)
-        whose = "the earlier model given" if train_config.warm_start else "the shipped model"
-        train_config = train_config.replace(start="pretrained", warm_start=source)
-        return Start(model_config, train_config, f"{whose} fits the recipe")
+        return _fine_tune(model_config, train_config, source)
     if train_config.start == "pretrained" or train_config.warm_start:
         raise StartRefused(f"cannot start from a pretrained model: {problem}")
     log.info("training from scratch: %s", problem)
