@@ -15,9 +15,10 @@ data (`--labels` where the labels are in a CSV):
     captcha-ocr run --images DIR [--labels CSV] --profile full --no-tune
 
 then reads the held-out images with the exported model (the serving signature, as
-`captcha-ocr predict` does) and records whole-captcha accuracy, CER, training minutes (the
-Trainer component's wall time), the run's own eval accuracy, and the epoch at which reading
-began: the first epoch (counted from 1) of the trainer's history.csv with
+`captcha-ocr predict` does; a run that pushed nothing has its Trainer's model exported beside
+the run and read, marked "not pushed") and records whole-captcha accuracy, CER, training
+minutes (the Trainer component's wall time), the run's own eval accuracy, and the epoch at
+which reading began: the first epoch (counted from 1) of the trainer's history.csv with
 val_sequence_accuracy > 0.05. Results are appended to `<work>/results.jsonl` as each row
 finishes; `--report` prints the table of every row recorded there.
 

@@ -6,8 +6,11 @@ schedule with its plateau hold, augmentation, batch size) on the same `prepare_t
 input, within `trial_minutes`, and is scored on the Trainer's validation holdout with its
 `val_score` (whole-captcha accuracy, CTC loss as tie-break), so a trial's score predicts the
 trained model's and the eval split stays untouched for the evaluator. Trial 0 is the
-profile's own model (the search space's defaults): the best trial is never worse on
-validation than not searching, and the summary says by how much it beat the defaults. A
+profile's own model (the search space's defaults), started where the Trainer would start it
+without a search: from the shipped model when it fits (`head_start.resolve_start`, which
+then pins every trial's input height at the shipped model's). So the best trial is never
+worse on validation than not searching, and the summary says by how much it beat the
+defaults; a winning trial 0 is trained on from the shipped model by the Trainer too. A
 trial still reading nothing at its plateau limit (trainer.MAX_HOLD_FRACTION of its budget)
 is stopped there: it cannot win. The search is Bayesian optimisation (or random) with a
 time budget per trial; Hyperband's budget is epochs, and its first rungs end inside the CTC
@@ -49,6 +52,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from components import artifact_io, examples
+from components.head_start import resolve_start
 from components.model import ModelConfig, build_model, search_space
 from components.progress import keras_verbose
 from components.settings import setting
@@ -202,12 +206,14 @@ class _Tuner(kt.Tuner):
         oracle: kt.Oracle,
         data: TrainingData | None,
         trial_config: TrainConfig,
+        first_trial_config: TrainConfig,
         deadline: float | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(oracle=oracle, **kwargs)
         self.data = data
         self.trial_config = trial_config
+        self.first_trial_config = first_trial_config  # trial 0's start: where the Trainer's is
         self.deadline = deadline  # the search's: a worker's oracle is a client without it
         self.trials_run_here: list[str] = []
 
@@ -219,13 +225,18 @@ class _Tuner(kt.Tuner):
         if self.deadline is not None:  # trial 0 gets a minute at least
             deadline = min(deadline, max(self.deadline, start + 60))
         data = self.data
+        model_config = search_space(trial.hyperparameters, data.model_config)
+        trial_config = self.trial_config
+        if int(trial.trial_id) == 0:  # the profile's model, started as the Trainer would
+            first = resolve_start(model_config, self.first_trial_config)
+            model_config, trial_config = first.model_config, first.train_config
         fitted = fit_model(
-            search_space(trial.hyperparameters, data.model_config),
+            model_config,
             data.vocab,
             data.fit_ds,
             data.validation_ds,
             data.steps_per_epoch,
-            self.trial_config,
+            trial_config,
             deadline,
             stop_when_stalled=True,
         )
@@ -454,6 +465,18 @@ def run_tune(
     )
     if not trial_config.max_minutes:
         raise ValueError("trials need a time budget: set trial_minutes or the recipe's max_minutes")
+    first_start = resolve_start(base_model_config, train_config)
+    if first_start.train_config.start == "pretrained":
+        # Trial 0 starts where the Trainer would without a search; every trial reads the
+        # starting model's height, so a winning trial 0 is trained on from it too.
+        height = first_start.model_config.image_height
+        base_model_config = dataclasses.replace(base_model_config, image_height=height)
+        log.info(
+            "trial 0, the profile's model, starts from %s", first_start.train_config.warm_start
+        )
+    first_trial_config = trial_config.replace(
+        start=first_start.train_config.start, warm_start=first_start.train_config.warm_start
+    )
     dirs = examples.as_list(examples_dirs)
     vocab = examples.combined_vocab(dirs)
     base_model_config, max_label_length = data_model_config(dirs, base_model_config)
@@ -489,6 +512,7 @@ def run_tune(
         oracle,
         data,
         trial_config,
+        first_trial_config,
         deadline,
         hypermodel=_CaptchaHyperModel(base_model_config, len(vocab)),
         directory=output_dir,
@@ -515,6 +539,7 @@ def run_tune(
         return summary
     summary.update(_write_reports(oracle, output_dir, base_model_config, config.objective))
     summary.update(_compare_with_defaults(oracle, config.objective))
+    summary["defaults_start"] = first_start.to_dict()
     summary["objective"] = {"name": config.objective, "direction": MONITOR_MODES[config.objective]}
     summary["best_hyperparameters_path"] = (
         posixpath.join(output_dir, BEST_HYPERPARAMETERS_FILE)

@@ -285,7 +285,7 @@ def _tune_step(
     orch: Orchestrator, ingest: StepRecord, validated: StepRecord, config: RunConfig
 ) -> tuple[StepRecord, Any]:
     """The Tuner's search around the profile's model: the step and the best ModelConfig."""
-    from components import tuner
+    from components import head_start, tuner
     from components.model import ModelConfig
 
     tune_config = tuner.TuneConfig(**configs.TUNE_BUDGETS[config.profile])
@@ -293,7 +293,13 @@ def _tune_step(
     tuned = orch.step(
         "Tuner",
         orch.path(tuner.PIPELINE_FOLDER),
-        [validated.fingerprint, tune_config, recipe.model, recipe.train],
+        [
+            validated.fingerprint,
+            tune_config,
+            recipe.model,
+            recipe.train,
+            head_start.shipped_provenance(),  # trial 0 may start from it
+        ],
         lambda out: tuner.run_tune(
             orch.local(ingest.output), out, tune_config, recipe.model, recipe.train
         ),

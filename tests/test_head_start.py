@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import pytest
@@ -16,9 +17,11 @@ from helpers import write_clean_images
 from components import head_start, pretrain, styles
 from components.evaluator import reading_metrics
 from components.example_gen import IngestConfig, run_ingest
+from components.model import ModelConfig
 from components.predict import ExportedModel, predict_files
 from components.synth import SynthConfig, generate
 from components.trainer import MODEL_FILE, TrainConfig
+from components.tuner import TuneConfig, run_tune
 from pipeline.cli import main
 from pipeline.configs import PROFILES
 
@@ -86,6 +89,25 @@ def test_a_first_training_starts_from_the_shipped_model_mapping_rows(shipped, tm
     refused = ["--profile", "quick", "--start", "pretrained", "--epochs", "1", "--quiet"]
     assert main([*args[:-1], str(tmp_path / "refused"), *refused]) == 2
     assert "cannot start from a pretrained model" in capsys.readouterr().err
+
+
+def test_the_tuner_starts_trial_0_from_the_shipped_model(shipped, tmp_path, caplog):
+    """A search that finds nothing better must keep the head start, not trade it for scratch."""
+    images = write_clean_images(tmp_path / "images", 60, seed=5)
+    examples_dir = tmp_path / "examples"
+    run_ingest(str(images), str(examples_dir), IngestConfig())
+    full = PROFILES["full"]
+    search = TuneConfig(algorithm="random", max_trials=2, trial_minutes=1.0, verbose=0)
+    training = full.train.replace(epochs=1, verbose=0, measure_input_pipeline=False)
+    with caplog.at_level(logging.INFO, logger="components.tuner"):
+        summary = run_tune(str(examples_dir), str(tmp_path / "tuner"), search, full.model, training)
+    assert (summary["defaults_start"]["start"], summary["defaults_start"]["from"]) == (
+        "pretrained",
+        str(shipped),
+    )
+    assert f"trial 0, the profile's model, starts from {shipped}" in caplog.text
+    best = ModelConfig.from_json(str(tmp_path / "tuner" / "best_hyperparameters.json"))
+    assert best.image_height == 48  # every trial reads the shipped model's height
 
 
 def test_auto_trains_from_scratch_when_the_shipped_model_does_not_fit(shipped, monkeypatch):
