@@ -38,6 +38,7 @@ import csv
 import json
 import os
 import pathlib
+import random
 import shutil
 import statistics
 import subprocess
@@ -97,12 +98,14 @@ def prepare_style(
 
 
 def prepare_real(
-    data: pathlib.Path, row_dir: pathlib.Path, limit: int | None = None
+    data: pathlib.Path, row_dir: pathlib.Path, limit: int | None = None, seed: int = 0
 ) -> tuple[pathlib.Path, dict[pathlib.Path, str]]:
-    """(training images folder, {held-out file: label}): 80 % linked to train on (the first
-    `limit` of them in sorted order, when given), 20 % held out."""
+    """(training images folder, {held-out file: label}): 80 % linked to train on (`limit` of
+    them drawn with `seed`, when given), 20 % held out. Drawn, not the first in sorted order:
+    file names are often the labels, and the first 300 would all begin with the same digit."""
     train_files, held_out_files = split_files(data)
-    train_files = train_files[:limit]
+    if limit is not None and limit < len(train_files):
+        train_files = sorted(random.Random(seed).sample(train_files, limit))
     train_dir = link_folder(row_dir / "train", train_files)
     if (data / LABELS_CSV).exists():
         write_labels_csv(train_dir / LABELS_CSV, read_labels(data, train_files))
@@ -188,7 +191,7 @@ def run_row(
         count = train_count or args.train_count
         train_dir, held_out = prepare_style(name, seed, count, args.held_out_count, row_dir)
     else:
-        train_dir, held_out = prepare_real(args.data / name, row_dir, train_count)
+        train_dir, held_out = prepare_real(args.data / name, row_dir, train_count, seed)
     run_dir = row_dir / "run"
     run_dir.mkdir()
     command = train_command(train_dir, seed if seed and args.run_has_seed else None, flags)
