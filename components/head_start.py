@@ -98,12 +98,11 @@ class Start:
 
 
 def _fine_tune(model_config: ModelConfig, train_config: TrainConfig, source: str) -> Start:
-    """The recipe for starting from the model in `source`: its height, the fine-tuning rate
-    and decay length (TrainConfig's fine_tune_* settings)."""
+    """The recipe for starting from the model in `source`: its height and the fine-tuning
+    rate (TrainConfig.fine_tune_rate_scale)."""
     height = ModelConfig.from_json(posixpath.join(source, MODEL_CONFIG_FILE)).image_height
     rate = model_config.learning_rate * train_config.fine_tune_rate_scale
     model_config = dataclasses.replace(model_config, image_height=height, learning_rate=rate)
-    decay_steps = train_config.fine_tune_min_decay_steps
     log.info(
         "starting from the model in %s (input height %d), fine-tuning at peak rate %.2g",
         source,
@@ -111,19 +110,15 @@ def _fine_tune(model_config: ModelConfig, train_config: TrainConfig, source: str
         rate,
     )
     whose = "the earlier model given" if train_config.warm_start else "the shipped model"
-    train_config = train_config.replace(
-        start="pretrained",
-        warm_start=source,
-        min_decay_steps=train_config.min_decay_steps if decay_steps is None else decay_steps,
-    )
+    train_config = train_config.replace(start="pretrained", warm_start=source)
     return Start(model_config, train_config, f"{whose} fits the recipe")
 
 
 def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start:
     """The recipe with its start decided: `start` pretrained (from `warm_start`) or scratch.
 
-    Starting from a model pins the input height at that model's and fine-tunes it (a lower
-    peak rate, a shorter decay). Any character set fits: `trainer.warm_start` maps the rows
+    Starting from a model pins the input height at that model's and fine-tunes it at a lower
+    peak rate. Any character set fits: `trainer.warm_start` maps the rows
     it shares and gives the others fresh ones.
     """
     if train_config.start == "scratch":

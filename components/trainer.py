@@ -94,12 +94,11 @@ class TrainConfig:
         choices=STARTS,
     )
     warm_start: str | None = None  # the model folder to start from (start "pretrained")
-    # A start from a model that already reads: the peak rate is the recipe's times this, and
-    # the decay lasts at least fine_tune_min_decay_steps (None: min_decay_steps). A rate and a
-    # length made for leaving the blank plateau undo what the weights knew on a few hundred
-    # captchas.
+    # A start from a model that already reads: the peak rate is the recipe's times this. The
+    # rate made for leaving the blank plateau undoes what the weights knew on a few hundred
+    # captchas; the decay keeps its length (a shorter one underfit a look the model could
+    # not read, benchmarks/README.md).
     fine_tune_rate_scale: float = 1.0
-    fine_tune_min_decay_steps: int | None = None
     verbose: int | str = "auto"  # Keras progress output; "auto": components.progress
     measure_input_pipeline: bool = True
 

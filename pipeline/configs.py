@@ -62,8 +62,8 @@ PROFILES: dict[str, Profile] = {
     # until the model reads, then decays over 40 epochs but at least 3,000 steps (a small
     # data set needs steps, not epochs), within 14 minutes; an attempt reading nothing after
     # 40 epochs starts again with another seed (twice at most). Started from a model that
-    # already reads (the shipped one, an earlier version), it fine-tunes: a quarter of the
-    # peak rate, a decay of at least 1,000 steps (benchmarks/README.md, head_start.py).
+    # already reads (the shipped one, an earlier version), it fine-tunes at a quarter of
+    # the peak rate (benchmarks/README.md, head_start.py).
     "full": Profile(
         model=ModelConfig(
             conv_filters=(16, 32, 64),
@@ -82,7 +82,6 @@ PROFILES: dict[str, Profile] = {
             decay_epochs=40,
             min_decay_steps=3000,
             fine_tune_rate_scale=0.25,
-            fine_tune_min_decay_steps=1000,
             plateau_epochs=40,
             max_restarts=2,
             augment=AugmentConfig(),
