@@ -118,8 +118,8 @@ def resolve_start(model_config: ModelConfig, train_config: TrainConfig) -> Start
     """The recipe with its start decided: `start` pretrained (from `warm_start`) or scratch.
 
     Starting from a model pins the input height at that model's and fine-tunes it at a lower
-    peak rate. Any character set fits: `trainer.warm_start` maps the rows
-    it shares and gives the others fresh ones.
+    peak rate. Any character set fits: `trainer.warm_start` maps the rows it shares and
+    gives the others fresh ones.
     """
     if train_config.start == "scratch":
         return Start(model_config, train_config, "asked for (--start scratch)")
