@@ -235,9 +235,11 @@ def run_row(
             eval_accuracy=manifest["metrics"]["accuracy"],
             pushed=bool(manifest["exported"].get("pushed")),
         )
+    from components.predict import saved_model_versions
+
     export = run_dir / EXPORT_DIR
     trained = root / "Trainer" / "span-0"
-    if not (export.is_dir() and any(p.name.isdigit() for p in export.iterdir())):
+    if not saved_model_versions(str(export)):
         # A run that missed --min-accuracy pushes nothing: its model is read all the same
         # (exported outside the serving folder), so the table says how far it got.
         export = row_dir / "not-pushed"
@@ -245,7 +247,7 @@ def run_row(
             from components.pusher import export_model
 
             export_model(str(trained), str(export))
-    if export.is_dir() and any(p.name.isdigit() for p in export.iterdir()):
+    if saved_model_versions(str(export)):
         metrics = read_held_out(export, held_out)
         result.update(
             accuracy=metrics["accuracy"],
