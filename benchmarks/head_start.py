@@ -17,7 +17,7 @@ count too), so "reaches 95 % in a third of the time" can be read off the table.
         --styles wide --real none --counts 300,all
     CAPTCHA_OCR_PRETRAINED=/tmp/pretrained .venv/bin/python benchmarks/head_start.py \\
         --styles none --zero-shot
-    .venv/bin/python benchmarks/head_start.py --report
+    .venv/bin/python benchmarks/head_start.py --report --plot benchmarks/head_start.png
 
 The shipped model is the package's (`components/pretrained/`) or `$CAPTCHA_OCR_PRETRAINED`.
 """
@@ -34,6 +34,7 @@ import sys
 import tempfile
 
 import styles as bench
+from matplotlib.figure import Figure
 from serving import DEFAULT_DDDD_PYTHON
 
 # `styles` put the project on sys.path.
@@ -129,6 +130,48 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scarcity_plot(results: list[dict], path: pathlib.Path) -> None:
+    """The label-scarcity curve: held-out accuracy against labelled images, per data set.
+
+    One panel per data set, a line per start (the mean over seeds; a later row of the same
+    seed, count and start replaces an earlier one, as in the table), the 95 % target dotted.
+    """
+    latest = {
+        (r["name"], r["start"], r["train_images"], r["seed"]): r["accuracy"]
+        for r in results
+        if "accuracy" in r
+    }
+    curves: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for (name, start, count, _), accuracy in latest.items():
+        curves.setdefault(name, {}).setdefault(start, {}).setdefault(count, []).append(accuracy)
+    columns = 4
+    rows = -(-len(curves) // columns)
+    fig = Figure(figsize=(3.2 * columns, 2.6 * rows), layout="constrained")
+    axes = list(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).flat)
+    ticks = sorted({count for (_, _, count, _) in latest})
+    looks = {"scratch": ("gray", "o"), "pretrained": ("tab:blue", "s")}
+    for ax, (name, starts) in zip(axes, sorted(curves.items()), strict=False):
+        for start in STARTS:
+            points = sorted((n, sum(a) / len(a)) for n, a in starts.get(start, {}).items())
+            if points:
+                counts, accuracies = zip(*points, strict=True)
+                color, marker = looks[start]
+                ax.plot(counts, accuracies, label=start, color=color, marker=marker)
+        ax.axhline(TARGET, color="green", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+        ax.minorticks_off()
+        ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(name)
+    for ax in axes[len(curves) :]:
+        ax.axis("off")
+    fig.supxlabel("labelled images (log scale)")
+    fig.supylabel("held-out accuracy")
+    axes[0].legend(loc="lower right")
+    fig.savefig(path, dpi=100)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--styles", default="all", help="comma-separated styles, all or none")
@@ -143,10 +186,14 @@ def main() -> int:
     parser.add_argument("--zero-shot", action="store_true", help="the real sets read untrained")
     parser.add_argument("--ddddocr-python", default=DEFAULT_DDDD_PYTHON)
     parser.add_argument("--report", action="store_true", help="print the recorded table")
+    parser.add_argument("--plot", type=pathlib.Path, help="with --report: draw the curves here")
     args = parser.parse_args()
     results_path = args.work / "results.jsonl"
     if args.report:
-        print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+        results = [json.loads(line) for line in results_path.read_text().splitlines()]
+        print(table(results))
+        if args.plot:
+            scarcity_plot(results, args.plot)
         return 0
     real = bench.names(args.real, bench.REAL_SETS, parser)
     if args.zero_shot:

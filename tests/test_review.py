@@ -247,18 +247,9 @@ def test_predict_review_dir_queues_a_corrupt_image_as_failed_to_decode(
         shutil.copy(path, batch / path.name)
     (batch / "torn.png").write_bytes(next(batch.glob("*.png")).read_bytes()[:100])
     queue = tmp_path / "queue"
-    status = cli.main(
-        [
-            "predict",
-            "--model",
-            str(exported_model_base),
-            str(batch),
-            "--review-dir",
-            str(queue),
-            "--review-below",
-            "1.01",
-        ]
-    )
+    argv = ["predict", "--model", str(exported_model_base), str(batch)]
+    argv += ["--review-dir", str(queue), "--review-below", "1.01"]
+    status = cli.main(argv)
     err = capsys.readouterr().err
 
     assert status == 1  # torn.png got no answer
@@ -273,18 +264,7 @@ def test_predict_review_dir_queues_a_corrupt_image_as_failed_to_decode(
     )
     assert (queue / "torn.png").read_bytes() == (batch / "torn.png").read_bytes()
 
-    cli.main(
-        [
-            "predict",
-            "--model",
-            str(exported_model_base),
-            str(batch),
-            "--review-dir",
-            str(queue),
-            "--review-below",
-            "1.01",
-        ]
-    )
+    cli.main(argv)
     assert "0 added" in capsys.readouterr().err and len(read_csv(queue / "labels.csv")) == 4
 
 
