@@ -7,10 +7,11 @@ whole-captcha accuracy above LEARNING_STARTED), then decays along a cosine for i
 steps or until the deadline, whichever comes first, and ends training there: the decay is
 measured in steps (at least `min_decay_steps`, so a small data set gets enough of them) and
 in time, never in a fixed count of epochs. A model that still reads nothing after
-`plateau_epochs` epochs or `plateau_seconds` is flagged `stalled` and stopped, for the trainer
-to restart (`components/trainer.py`), unless its validation CER shows that it is leaving the
-plateau (restarting it would throw that away); on the last attempt, and for a model that is
-leaving the plateau, the decay starts instead.
+`plateau_epochs` epochs (the trainer makes them at least `min_plateau_steps` steps) or
+`plateau_seconds` is flagged `stalled` and stopped, for the trainer to restart
+(`components/trainer.py`), unless its validation CER shows that it is leaving the plateau
+(restarting it would throw that away); on the last attempt, and for a model that is leaving
+the plateau, the decay starts instead.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import posixpath
 import time
 from collections.abc import Sequence
@@ -69,10 +70,12 @@ class TrainConfig:
     # min_decay_steps steps (None: until max_minutes), and never past max_minutes.
     decay_epochs: int | None = None
     min_decay_steps: int = 0
-    # hold-cosine: an attempt still reading nothing after this many epochs (or MAX_HOLD_FRACTION
-    # of max_minutes), its validation CER not fallen either, starts again with another seed and
-    # half the rate, at most max_restarts.
+    # hold-cosine: an attempt still reading nothing after this many epochs but at least
+    # min_plateau_steps steps (or MAX_HOLD_FRACTION of max_minutes), its validation CER not
+    # fallen either, starts again with another seed and half the rate, at most max_restarts.
+    # The plateau lasts steps, not epochs: 40 epochs of 300 captchas are 600 steps.
     plateau_epochs: int | None = None
+    min_plateau_steps: int = 0
     max_restarts: int = 0
     min_learning_rate: float = 1e-5
     augment: AugmentConfig = setting(
@@ -240,6 +243,13 @@ def _learning_rate(learning_rate: float, config: TrainConfig, steps_per_epoch: i
     )
 
 
+def plateau_epochs(config: TrainConfig, steps_per_epoch: int) -> int | None:
+    """The epochs an attempt may read nothing before it is restarted (None: no limit)."""
+    if config.plateau_epochs is None:
+        return None
+    return max(config.plateau_epochs, math.ceil(config.min_plateau_steps / steps_per_epoch))
+
+
 def _schedule(
     config: TrainConfig,
     learning_rate: float,
@@ -259,7 +269,7 @@ def _schedule(
             warmup_steps=config.warmup_epochs * steps_per_epoch,
             decay_steps=decay_steps,
             deadline=deadline,
-            plateau_epochs=config.plateau_epochs,
+            plateau_epochs=plateau_epochs(config, steps_per_epoch),
             plateau_seconds=None if budget is None else MAX_HOLD_FRACTION * budget,
             last_attempt=last_attempt,
         )

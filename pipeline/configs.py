@@ -61,7 +61,8 @@ PROFILES: dict[str, Profile] = {
     # serving speed and twice its training speed (benchmarks/README.md). The rate is held
     # until the model reads, then decays over 40 epochs but at least 3,000 steps (a small
     # data set needs steps, not epochs), within 14 minutes; an attempt reading nothing after
-    # 40 epochs starts again with another seed (twice at most). Started from a model that
+    # 40 epochs and at least 3,000 steps, or after 40 % of the budget, starts again with
+    # another seed (twice at most). Started from a model that
     # already reads (the shipped one, an earlier version), it fine-tunes at a quarter of
     # the peak rate (benchmarks/README.md, head_start.py).
     "full": Profile(
@@ -83,6 +84,7 @@ PROFILES: dict[str, Profile] = {
             min_decay_steps=3000,
             fine_tune_rate_scale=0.25,
             plateau_epochs=40,
+            min_plateau_steps=3000,
             max_restarts=2,
             augment=AugmentConfig(),
             max_minutes=14.0,

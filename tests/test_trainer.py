@@ -23,7 +23,7 @@ from helpers import (
 from components import examples
 from components.augmentation import NO_AUGMENTATION
 from components.evaluator import run_evaluate
-from components.trainer import TrainConfig, load_trained, run_train
+from components.trainer import TrainConfig, load_trained, plateau_epochs, run_train
 from pipeline.configs import PROFILES
 
 CLEAN_MODEL = tiny_model(
@@ -306,3 +306,11 @@ def test_a_run_stuck_in_the_plateau_restarts_and_says_it_did_not_learn(
         "read nothing after 1 epochs" in caplog.text and "Starting again with seed" in caplog.text
     )
     assert "no restart left" in caplog.text  # the last attempt decays anyway
+
+
+@pytest.mark.parametrize(("steps_per_epoch", "epochs"), [(150, 40), (15, 200), (16, 188)])
+def test_the_plateau_limit_is_counted_in_steps_on_a_small_data_set(steps_per_epoch, epochs):
+    """40 epochs of 3,000 captchas are 6,000 steps, of 300 captchas only 600."""
+    full = PROFILES["full"].train
+    assert plateau_epochs(full, steps_per_epoch) == epochs
+    assert plateau_epochs(full.replace(plateau_epochs=None), steps_per_epoch) is None
