@@ -20,6 +20,8 @@ count too), so "reaches 95 % in a third of the time" can be read off the table.
     .venv/bin/python benchmarks/head_start.py --report --plot benchmarks/head_start.png
 
 The shipped model is the package's (`components/pretrained/`) or `$CAPTCHA_OCR_PRETRAINED`.
+Every row is appended to `benchmarks/results/head_start.jsonl` (`--results`), committed with
+the table it feeds, so `--report --plot` redraws the curve from every row ever measured.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from components.evaluator import reading_metrics
 from components.predict import ExportedModel, predict_files
 
 STARTS = ("scratch", "pretrained")
+# In the repository, not in --work: the table and the picture outlive a cleared /tmp.
+RESULTS = pathlib.Path(__file__).parent / "results" / "head_start.jsonl"
 TARGET = 0.95
 DDDD_READ = r"""
 import json, sys
@@ -187,8 +191,14 @@ def main() -> int:
     parser.add_argument("--ddddocr-python", default=DEFAULT_DDDD_PYTHON)
     parser.add_argument("--report", action="store_true", help="print the recorded table")
     parser.add_argument("--plot", type=pathlib.Path, help="with --report: draw the curves here")
+    parser.add_argument(
+        "--results",
+        type=pathlib.Path,
+        default=RESULTS,
+        help="the record every row is appended to and --report reads (kept in the repository)",
+    )
     args = parser.parse_args()
-    results_path = args.work / "results.jsonl"
+    results_path = args.results
     if args.report:
         results = [json.loads(line) for line in results_path.read_text().splitlines()]
         print(table(results))
