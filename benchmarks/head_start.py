@@ -202,6 +202,8 @@ def main() -> int:
     args = parser.parse_args()
     results_path = args.results
     if args.report:
+        if not results_path.exists():
+            parser.error(f"no rows recorded in {results_path} yet")
         results = [json.loads(line) for line in results_path.read_text().splitlines()]
         print(table(results))
         if args.plot:
@@ -218,6 +220,7 @@ def main() -> int:
     starts = bench.names(args.starts, STARTS, parser)
     args.run_has_seed = True
     args.work.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     for kind, name in rows:
         for seed in (int(s) for s in args.seeds.split(",")):
             for count in counts:
