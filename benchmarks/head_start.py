@@ -154,7 +154,8 @@ def scarcity_plot(results: list[dict], path: pathlib.Path) -> None:
     axes = list(fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True).flat)
     counts_seen = sorted({count for (_, _, count, _) in latest})
     # The curve's nominal counts: a real set's `all` (832, 4,000...) is drawn where it lies.
-    ticks = [t for t in (100, 300, 1000, 3000, 10000) if counts_seen[0] <= t <= counts_seen[-1]]
+    nominal = [t for t in (100, 300, 1000, 3000, 10000) if counts_seen[0] <= t <= counts_seen[-1]]
+    ticks = nominal or counts_seen
     looks = {"scratch": ("gray", "o"), "pretrained": ("tab:blue", "s")}
     for ax, (name, starts) in zip(axes, sorted(curves.items()), strict=False):
         for start in STARTS:
@@ -200,11 +201,10 @@ def main() -> int:
         help="the record every row is appended to and --report reads (kept in the repository)",
     )
     args = parser.parse_args()
-    results_path = args.results
     if args.report:
-        if not results_path.exists():
-            parser.error(f"no rows recorded in {results_path} yet")
-        results = [json.loads(line) for line in results_path.read_text().splitlines()]
+        if not args.results.exists():
+            parser.error(f"no rows recorded in {args.results} yet")
+        results = [json.loads(line) for line in args.results.read_text().splitlines()]
         print(table(results))
         if args.plot:
             scarcity_plot(results, args.plot)
@@ -230,10 +230,10 @@ def main() -> int:
                     )
                     result["start"] = start
                     result["minutes_to_95"] = minutes_to(pathlib.Path(result["row_dir"]))
-                    with open(results_path, "a") as f:
+                    with open(args.results, "a") as f:
                         f.write(json.dumps(result) + "\n")
                     print(json.dumps(result), flush=True)
-    print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+    print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
     return 0
 
 
