@@ -19,8 +19,10 @@ then reads the held-out images with the exported model (the serving signature, a
 the run and read, marked "not pushed") and records whole-captcha accuracy, CER, training
 minutes (the Trainer component's wall time), the run's own eval accuracy, and the epoch at
 which reading began: the first epoch (counted from 1) of the trainer's history.csv with
-val_sequence_accuracy > 0.05. Results are appended to `<work>/results.jsonl` as each row
-finishes; `--report` prints the table of every row recorded there.
+val_sequence_accuracy > 0.05, and the start the run chose (`pretrained` or `scratch`, from its
+manifest). Every row is appended to `benchmarks/results/styles.jsonl` (`--results`) as it
+finishes, committed with the README's tables so the record outlives the machine; `--report`
+prints the table of every row recorded there.
 
     flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/styles.py --styles tiny,wide \\
         --real none --seeds 0
@@ -60,6 +62,7 @@ DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
 REAL_SETS = ("captcha_images_v2", "cryptowin_math", "lzu_digits")
 HELD_OUT_SEED = 1000  # held-out images of a style are drawn with seed HELD_OUT_SEED + seed
 READING_STARTED = 0.05  # val_sequence_accuracy above this: the model has left the plateau
+RESULTS = pathlib.Path(__file__).parent / "results" / "styles.jsonl"
 PIPELINE_ROOT = pathlib.Path("runs") / "captcha-ocr"  # `run`'s default --workdir
 EXPORT_DIR = "export"  # `run`'s default --export-dir
 
@@ -233,6 +236,7 @@ def run_row(
             stopped_by_time_budget=summary.get("stopped_by_time_budget"),
             reading_began=reading_began(root / "Trainer" / "span-0" / "history.csv"),
             eval_accuracy=manifest["metrics"]["accuracy"],
+            start=(manifest.get("start") or {}).get("start"),
             pushed=bool(manifest["exported"].get("pushed")),
         )
     from components.predict import saved_model_versions
@@ -262,10 +266,10 @@ def run_row(
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| data | seed | train / held out | held-out accuracy | CER | reading began "
+        "| data | seed | start | train / held out | held-out accuracy | CER | reading began "
         "(epoch) | epochs (best) | train min | run's eval acc. | answers above 0.9: share, "
         "right | load before-after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         accuracy = (
@@ -285,7 +289,8 @@ def table(results: list[dict]) -> str:
             else ""
         )
         lines.append(
-            f"| {r['kind']} `{r['name']}` | {r['seed']} | {r['train_images']} / "
+            f"| {r['kind']} `{r['name']}` | {r['seed']} | {r.get('start') or ''} | "
+            f"{r['train_images']} / "
             f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
             f"{r.get('train_minutes', '')} | {eval_accuracy} | {confident} | {load} |"
         )
@@ -296,7 +301,7 @@ def table(results: list[dict]) -> str:
         accuracies = list(by_seed.values())
         if len(accuracies) > 1:
             lines.append(
-                f"| **{group} mean** ({len(accuracies)} seeds) | | | "
+                f"| **{group} mean** ({len(accuracies)} seeds) | | | | "
                 f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
                 "| | | | | | | |"
             )
@@ -325,9 +330,15 @@ def main() -> int:
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-styles"))
     parser.add_argument(
+        "--results",
+        type=pathlib.Path,
+        default=RESULTS,
+        help="the JSON-lines record every row is appended to",
+    )
+    parser.add_argument(
         "--report",
         action="store_true",
-        help="print the table of every row in <work>/results.jsonl and stop",
+        help="print the table of every row in --results and stop",
     )
     parser.add_argument(
         "--sheet",
@@ -339,9 +350,10 @@ def main() -> int:
         styles.contact_sheet().quantize(256).save(args.sheet, optimize=True)
         print(f"wrote {args.sheet} ({args.sheet.stat().st_size / 1024:.0f} KB)")
         return 0
-    results_path = args.work / "results.jsonl"
     if args.report:
-        print(table([json.loads(line) for line in results_path.read_text().splitlines()]))
+        if not args.results.exists():
+            parser.error(f"no rows recorded in {args.results} yet")
+        print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
         return 0
     rows = [("style", name) for name in names(args.styles, tuple(styles.STYLES), parser)]
     real = names(args.real, REAL_SETS, parser)
@@ -357,12 +369,13 @@ def main() -> int:
             "0 would repeat seed 0"
         )
     args.work.mkdir(parents=True, exist_ok=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for kind, name in rows:
         for seed in seeds:
             result = run_row(kind, name, seed, args)
             results.append(result)
-            with open(results_path, "a") as f:
+            with open(args.results, "a") as f:
                 f.write(json.dumps(result) + "\n")
             print(json.dumps(result), flush=True)
     print(table(results))
