@@ -266,10 +266,10 @@ def run_row(
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| data | seed | start | train / held out | held-out accuracy | CER | reading began "
-        "(epoch) | epochs (best) | train min | run's eval acc. | answers above 0.9: share, "
-        "right | load before-after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data | seed | commit | start | train / held out | held-out accuracy | CER | "
+        "reading began (epoch) | epochs (best) | train min | run's eval acc. | "
+        "answers above 0.9: share, right | load before-after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         accuracy = (
@@ -289,9 +289,9 @@ def table(results: list[dict]) -> str:
             else ""
         )
         lines.append(
-            f"| {r['kind']} `{r['name']}` | {r['seed']} | {r.get('start') or ''} | "
-            f"{r['train_images']} / "
-            f"{r['held_out_images']} | {accuracy} | {cer} | {began} | {epochs} | "
+            f"| {r['kind']} `{r['name']}` | {r['seed']} | `{r['commit']}` | "
+            f"{r.get('start') or ''} | {r['train_images']} / {r['held_out_images']} | "
+            f"{accuracy} | {cer} | {began} | {epochs} | "
             f"{r.get('train_minutes', '')} | {eval_accuracy} | {confident} | {load} |"
         )
     groups: dict[str, dict[int, float]] = {}
@@ -301,7 +301,7 @@ def table(results: list[dict]) -> str:
         accuracies = list(by_seed.values())
         if len(accuracies) > 1:
             lines.append(
-                f"| **{group} mean** ({len(accuracies)} seeds) | | | | "
+                f"| **{group} mean** ({len(accuracies)} seeds) | | | | | "
                 f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
                 "| | | | | | | |"
             )
