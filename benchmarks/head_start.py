@@ -202,9 +202,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.report:
-        if not args.results.exists():
-            parser.error(f"no rows recorded in {args.results} yet")
-        results = [json.loads(line) for line in args.results.read_text().splitlines()]
+        results = bench.read_rows(args.results, parser)
         print(table(results))
         if args.plot:
             scarcity_plot(results, args.plot)
@@ -220,7 +218,6 @@ def main() -> int:
     starts = bench.names(args.starts, STARTS, parser)
     args.run_has_seed = True
     args.work.mkdir(parents=True, exist_ok=True)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     for kind, name in rows:
         for seed in (int(s) for s in args.seeds.split(",")):
             for count in counts:
@@ -230,10 +227,8 @@ def main() -> int:
                     )
                     result["start"] = start
                     result["minutes_to_95"] = minutes_to(pathlib.Path(result["row_dir"]))
-                    with open(args.results, "a") as f:
-                        f.write(json.dumps(result) + "\n")
-                    print(json.dumps(result), flush=True)
-    print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
+                    bench.record_row(args.results, result)
+    print(table(bench.read_rows(args.results, parser)))
     return 0
 
 

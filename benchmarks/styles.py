@@ -264,6 +264,21 @@ def run_row(
     return result
 
 
+def read_rows(path: pathlib.Path, parser: argparse.ArgumentParser) -> list[dict]:
+    """Every row recorded in a JSON-lines record; a plain error when there is none yet."""
+    if not path.exists():
+        parser.error(f"no rows recorded in {path} yet")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def record_row(path: pathlib.Path, result: dict) -> None:
+    """Appends one finished row to the record (kept in the repository) and prints it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result), flush=True)
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| data | seed | commit | start | train / held out | held-out accuracy | CER | "
@@ -351,9 +366,7 @@ def main() -> int:
         print(f"wrote {args.sheet} ({args.sheet.stat().st_size / 1024:.0f} KB)")
         return 0
     if args.report:
-        if not args.results.exists():
-            parser.error(f"no rows recorded in {args.results} yet")
-        print(table([json.loads(line) for line in args.results.read_text().splitlines()]))
+        print(table(read_rows(args.results, parser)))
         return 0
     rows = [("style", name) for name in names(args.styles, tuple(styles.STYLES), parser)]
     real = names(args.real, REAL_SETS, parser)
@@ -369,15 +382,12 @@ def main() -> int:
             "0 would repeat seed 0"
         )
     args.work.mkdir(parents=True, exist_ok=True)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for kind, name in rows:
         for seed in seeds:
             result = run_row(kind, name, seed, args)
             results.append(result)
-            with open(args.results, "a") as f:
-                f.write(json.dumps(result) + "\n")
-            print(json.dumps(result), flush=True)
+            record_row(args.results, result)
     print(table(results))
     return 0
 
