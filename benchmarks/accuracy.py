@@ -36,6 +36,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from components import examples  # noqa: E402
 from components.evaluator import run_evaluate  # noqa: E402
 from components.example_gen import IngestConfig, run_ingest  # noqa: E402
+from components.synth import LABELS_CSV  # noqa: E402
 from components.trainer import run_train  # noqa: E402
 from pipeline.configs import PROFILES, Profile  # noqa: E402
 
@@ -79,23 +80,38 @@ def link_folder(folder: pathlib.Path, files: list[pathlib.Path]) -> pathlib.Path
 def ingest_train_and_held_out(
     train_images: pathlib.Path, held_out_images: pathlib.Path, work: pathlib.Path
 ) -> tuple[str, str]:
-    """Ingest one folder as all train and the other as all eval, with the train vocabulary."""
+    """Ingest one folder as all train and the other as all eval, with the train vocabulary.
+
+    A folder's labels come from its LABELS_CSV when it has one (as `synth` writes for
+    case-sensitive styles), else from the file names.
+    """
     train_dir, held_out_dir = work / "examples-train", work / "examples-heldout"
+
+    def labels_csv(folder: pathlib.Path) -> str | None:
+        return str(folder / LABELS_CSV) if (folder / LABELS_CSV).exists() else None
+
+    def image_count(folder: pathlib.Path) -> int:
+        return sum(1 for p in folder.iterdir() if p.name != LABELS_CSV)
+
     if not (train_dir / examples.METADATA_FILE).exists():
-        run_ingest(str(train_images), str(train_dir), IngestConfig(eval_percent=0, num_shards=1))
+        config = IngestConfig(eval_percent=0, num_shards=1, labels_csv=labels_csv(train_images))
+        run_ingest(str(train_images), str(train_dir), config)
     if not (held_out_dir / examples.METADATA_FILE).exists():
         run_ingest(
             str(held_out_images),
             str(held_out_dir),
             IngestConfig(
-                eval_percent=100, num_shards=1, vocab_path=str(train_dir / examples.VOCAB_FILE)
+                eval_percent=100,
+                num_shards=1,
+                vocab_path=str(train_dir / examples.VOCAB_FILE),
+                labels_csv=labels_csv(held_out_images),
             ),
         )
     counts = (
         json.loads((train_dir / examples.METADATA_FILE).read_text())["counts"],
         json.loads((held_out_dir / examples.METADATA_FILE).read_text())["counts"],
     )
-    expected = (len(list(train_images.iterdir())), len(list(held_out_images.iterdir())))
+    expected = (image_count(train_images), image_count(held_out_images))
     if (counts[0].get("train"), counts[1].get("eval")) != expected:
         raise RuntimeError(
             f"expected {expected[0]} train / {expected[1]} held-out examples, ingested {counts}"

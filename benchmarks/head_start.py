@@ -9,14 +9,14 @@ the training minutes until the validation holdout first read 95 % (`minutes_to_9
 the trainer's history.csv and seconds per epoch; earlier restarted attempts and the start-up
 count too), so "reaches 95 % in a third of the time" can be read off the table.
 
-`--zero-shot` reads each real set's held-out images with the shipped model alone
-(`captcha-ocr predict --model pretrained`) and, when its venv exists, with ddddocr untrained
-(see `serving.py` for that venv): the baseline beside ddddocr.
+`--zero-shot` reads, with the shipped model alone (`captcha-ocr predict --model
+pretrained`) and, when its venv exists, with ddddocr untrained (see `serving.py` for that
+venv), `--zero-shot-count` fresh captchas of each style (seed 11, never drawn in pretraining)
+and each real set's held-out images: the baseline beside ddddocr.
 
     flock /tmp/captcha-bench.lock .venv/bin/python benchmarks/head_start.py \\
         --styles wide --real none --counts 300,all
-    CAPTCHA_OCR_PRETRAINED=/tmp/pretrained .venv/bin/python benchmarks/head_start.py \\
-        --styles none --zero-shot
+    CAPTCHA_OCR_PRETRAINED=/tmp/pretrained .venv/bin/python benchmarks/head_start.py --zero-shot
     .venv/bin/python benchmarks/head_start.py --report --plot benchmarks/head_start.png
 
 The shipped model is the package's (`components/pretrained/`) or `$CAPTCHA_OCR_PRETRAINED`.
@@ -44,11 +44,13 @@ from components import head_start
 from components import styles as zoo
 from components.evaluator import reading_metrics
 from components.predict import ExportedModel, predict_files
+from components.synth import SynthConfig, generate
 
 STARTS = ("scratch", "pretrained")
 # In the repository, not in --work: the table and the picture outlive a cleared /tmp.
 RESULTS = pathlib.Path(__file__).parent / "results" / "head_start.jsonl"
 TARGET = 0.95
+UNSEEN_SEED = 11  # `pretrain` draws seed 7 and the benchmarks 0-2
 DDDD_READ = r"""
 import json, sys
 import ddddocr
@@ -78,10 +80,8 @@ def minutes_to(row_dir: pathlib.Path, target: float = TARGET) -> float | None:
     return None
 
 
-def zero_shot(data: pathlib.Path, name: str, dddd_python: str) -> dict:
-    """The shipped model alone, and ddddocr untrained, on a real set's held-out images."""
-    _, held_out_files = bench.split_files(data / name)
-    labels = bench.read_labels(data / name, held_out_files)
+def zero_shot(name: str, labels: dict[pathlib.Path, str], dddd_python: str) -> dict:
+    """The shipped model alone, and ddddocr untrained, on labelled files it never saw."""
     files = sorted(labels)
     truth = [labels[f] for f in files]
     with tempfile.TemporaryDirectory() as export_dir:
@@ -89,6 +89,7 @@ def zero_shot(data: pathlib.Path, name: str, dddd_python: str) -> dict:
         answers = predict_files(ExportedModel(version), [str(f) for f in files])
         ours = reading_metrics(truth, [a.text for a in answers])
     result = {"name": name, "held_out_images": len(files), "pretrained": ours["accuracy"]}
+    result["pretrained_cer"] = ours["cer"]
     if os.path.exists(dddd_python):
         done = subprocess.run(
             [dddd_python, "-c", DDDD_READ],
@@ -100,6 +101,19 @@ def zero_shot(data: pathlib.Path, name: str, dddd_python: str) -> dict:
         texts = json.loads(done.stdout.strip().splitlines()[-1])
         result["ddddocr"] = reading_metrics(truth, texts)["accuracy"]
     return result
+
+
+def real_held_out(data: pathlib.Path, name: str) -> dict[pathlib.Path, str]:
+    """A real set's fixed held-out fifth, {file: label}."""
+    _, held_out_files = bench.split_files(data / name)
+    return bench.read_labels(data / name, held_out_files)
+
+
+def fresh_style(name: str, count: int, folder: pathlib.Path) -> dict[pathlib.Path, str]:
+    """`count` captchas of a style drawn with UNSEEN_SEED, which pretraining never draws."""
+    config = SynthConfig(count=count, seed=UNSEEN_SEED, style=name)
+    drawn = generate(str(folder), config, show_progress=False)
+    return {pathlib.Path(path): label for path, label in drawn}
 
 
 def table(results: list[dict]) -> str:
@@ -186,11 +200,18 @@ def main() -> int:
     parser.add_argument("--counts", default="100,300,1000,all", help="labelled images per row")
     parser.add_argument("--starts", default=",".join(STARTS))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--train-count", type=int, default=3000, help="a style's `all`")
-    parser.add_argument("--held-out-count", type=int, default=500)
+    parser.add_argument(
+        "--train-count", type=int, default=bench.TRAIN_COUNT, help="a style's `all`"
+    )
+    parser.add_argument("--held-out-count", type=int, default=bench.HELD_OUT_COUNT)
     parser.add_argument("--data", type=pathlib.Path, default=bench.DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/head-start"))
-    parser.add_argument("--zero-shot", action="store_true", help="the real sets read untrained")
+    parser.add_argument(
+        "--zero-shot", action="store_true", help="the styles and real sets read untrained"
+    )
+    parser.add_argument(
+        "--zero-shot-count", type=int, default=100, help="fresh captchas per style, --zero-shot"
+    )
     parser.add_argument("--ddddocr-python", default=DEFAULT_DDDD_PYTHON)
     parser.add_argument("--report", action="store_true", help="print the recorded table")
     parser.add_argument("--plot", type=pathlib.Path, help="with --report: draw the curves here")
@@ -209,8 +230,13 @@ def main() -> int:
         return 0
     real = bench.names(args.real, bench.REAL_SETS, parser)
     if args.zero_shot:
+        for name in bench.names(args.styles, tuple(zoo.STYLES), parser):
+            with tempfile.TemporaryDirectory() as folder:
+                drawn = fresh_style(name, args.zero_shot_count, pathlib.Path(folder))
+                print(json.dumps(zero_shot(name, drawn, args.ddddocr_python)), flush=True)
         for name in real:
-            print(json.dumps(zero_shot(args.data, name, args.ddddocr_python)), flush=True)
+            held_out = real_held_out(args.data, name)
+            print(json.dumps(zero_shot(name, held_out, args.ddddocr_python)), flush=True)
         return 0
     rows = [("style", n) for n in bench.names(args.styles, tuple(zoo.STYLES), parser)]
     rows += [("real", n) for n in real]

@@ -61,6 +61,7 @@ from components.synth import LABELS_CSV, SynthConfig, generate  # noqa: E402
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
 REAL_SETS = ("captcha_images_v2", "cryptowin_math", "lzu_digits")
 HELD_OUT_SEED = 1000  # held-out images of a style are drawn with seed HELD_OUT_SEED + seed
+TRAIN_COUNT, HELD_OUT_COUNT = 3000, 500  # a style's images drawn to train on and held out
 READING_STARTED = 0.05  # val_sequence_accuracy above this: the model has left the plateau
 RESULTS = pathlib.Path(__file__).parent / "results" / "styles.jsonl"
 PIPELINE_ROOT = pathlib.Path("runs") / "captcha-ocr"  # `run`'s default --workdir
@@ -340,8 +341,8 @@ def main() -> int:
         help=f"comma-separated real sets ({', '.join(REAL_SETS)}), all or none",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--train-count", type=int, default=3000)
-    parser.add_argument("--held-out-count", type=int, default=500)
+    parser.add_argument("--train-count", type=int, default=TRAIN_COUNT)
+    parser.add_argument("--held-out-count", type=int, default=HELD_OUT_COUNT)
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/captcha-styles"))
     parser.add_argument(
