@@ -39,6 +39,13 @@ BACKGROUND = 255
 # libpng's RGB -> gray weights (/2**15), as TF's decode_png(channels=1) applies them: an
 # opaque PNG decodes to the very gray values it did before alpha was composited.
 GRAY_WEIGHTS = (9797, 19234, 3737)
+# sRGB (linear) -> CIE XYZ, and the D65 white point: for `lab_lightness_and_colour`.
+SRGB_TO_XYZ = (
+    (0.4124, 0.3576, 0.1805),
+    (0.2126, 0.7152, 0.0722),
+    (0.0193, 0.1192, 0.9505),
+)
+D65_WHITE = (0.95047, 1.0, 1.08883)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEADER_BYTES = 32
 FORMATS = ("png", "jpeg", "gif", "bmp")
@@ -162,7 +169,7 @@ def _jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _other(image_bytes: tf.Tensor) -> tf.Tensor:
-    """GIF (first frame) and BMP through RGB; raises on bytes of no known format.
+    """GIF (first frame) and BMP -> uint8 RGB; raises on bytes of no known format.
 
     A BMP of 8 bits or fewer per pixel is refused: TF's decoder reads its palette indices
     as gray levels (or fails), so it would be read, wrongly.
@@ -173,8 +180,7 @@ def _other(image_bytes: tf.Tensor) -> tf.Tensor:
     )
     check = tf.debugging.Assert(~paletted, ["BMP with a palette: not read by TF's decoder"])
     with tf.control_dependencies([check]):
-        rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    return _rgb_to_gray(rgb)
+        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
 def decode_grayscale(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -191,11 +197,64 @@ def decode_grayscale(image_bytes: tf.Tensor) -> tf.Tensor:
             (tf.equal(fmt, "png"), lambda: _png(image_bytes)),
             (tf.equal(fmt, "jpeg"), lambda: _jpeg(image_bytes)),
         ],
-        default=lambda: _other(image_bytes),
+        default=lambda: _rgb_to_gray(_other(image_bytes)),
     )
     gray = tf.cast(tf.round(gray), tf.uint8)
     gray.set_shape([None, None, 1])
     return gray
+
+
+def decode_colour(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded PNG/JPEG/GIF/BMP bytes -> float32 RGB [height, width, 3] in [0, 1].
+
+    The same decoders as `decode_grayscale` (what one refuses the other refuses), alpha
+    composited over the same white background; colour is kept because a pale yellow or cyan
+    glyph differs from white in hue far more than in gray.
+    """
+    fmt = image_format(image_bytes)
+
+    def over_background() -> tf.Tensor:
+        rgba = tf.cast(tf.io.decode_png(image_bytes, channels=4), tf.float32)
+        alpha = rgba[..., 3:] / 255.0
+        return (rgba[..., :3] - BACKGROUND) * alpha + BACKGROUND
+
+    def png() -> tf.Tensor:
+        # Only where there is alpha: TF gives an opaque 1-bit PNG an alpha of 1, not 255.
+        return tf.cond(
+            _png_has_alpha(image_bytes),
+            over_background,
+            lambda: tf.cast(tf.io.decode_png(image_bytes, channels=3), tf.float32),
+        )
+
+    rgb = tf.case(
+        [
+            (tf.equal(fmt, "png"), png),
+            (
+                tf.equal(fmt, "jpeg"),
+                lambda: tf.cast(tf.io.decode_jpeg(image_bytes, channels=3), tf.float32),
+            ),
+        ],
+        default=lambda: tf.cast(_other(image_bytes), tf.float32),
+    )
+    rgb.set_shape([None, None, 3])
+    return rgb / 255.0
+
+
+def lab_lightness_and_colour(rgb: tf.Tensor) -> tf.Tensor:
+    """float32 sRGB [..., 3] in [0, 1] -> CIELAB [..., 3] (D65), divided by 100.
+
+    Euclidean distance in Lab is how different two colours look (1 here: black from white),
+    so ink is measured as a person sees it, whatever its hue.
+    """
+    linear = tf.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz = tf.constant(SRGB_TO_XYZ, tf.float32)
+    xyz = tf.tensordot(linear, tf.transpose(to_xyz), 1) / tf.constant(D65_WHITE, tf.float32)
+    delta = 6.0 / 29.0
+    f = tf.where(
+        xyz > delta**3, tf.pow(tf.maximum(xyz, delta**3), 1.0 / 3.0), xyz / (3 * delta**2) + 4 / 29
+    )
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], -1) / 100.0
 
 
 def decode_each(
@@ -270,18 +329,20 @@ def size_check(
     return run
 
 
-def ink(gray: tf.Tensor) -> tf.Tensor:
-    """float32 [h, w, 1] in [0, 1] -> how far each pixel is from the background, in [0, 1].
+def ink(rgb: tf.Tensor) -> tf.Tensor:
+    """float32 RGB [h, w, 3] in [0, 1] -> how far each pixel is from the background, [h, w, 1].
 
-    The background is the median of the border pixels (glyphs rarely fill the border), so
-    dark ink on white, pale yellow on white and bright dots on black all become bright ink on
-    a black (0) background; the contrast is then stretched so that the image's strongest ink
-    (its 99th percentile) reaches 1, but never by more than 1 / MIN_CONTRAST, so that a blank
-    image's noise stays faint.
+    The background is the median colour of the border pixels (glyphs rarely fill the
+    border), and the distance is measured in CIELAB, as a person sees it: dark ink on white,
+    pale yellow on white and bright dots on black all become bright ink on a black (0)
+    background (pale yellow is 0.06 from white in gray, 0.45 in Lab). The contrast is then
+    stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never by
+    more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint.
     """
-    border = tf.concat([gray[0, :, 0], gray[-1, :, 0], gray[:, 0, 0], gray[:, -1, 0]], 0)
-    background = tf.sort(border)[tf.size(border) // 2]
-    distance = tf.abs(gray - background)
+    lab = lab_lightness_and_colour(rgb)
+    border = tf.concat([lab[0], lab[-1], lab[:, 0], lab[:, -1]], 0)
+    background = tf.sort(border, axis=0)[tf.shape(border)[0] // 2]
+    distance = tf.norm(lab - background, axis=-1, keepdims=True)
     flat = tf.reshape(distance, [-1])
     strong = tf.math.top_k(flat, tf.maximum(1, tf.size(flat) // 100)).values[-1]
     return tf.clip_by_value(distance / tf.maximum(strong, MIN_CONTRAST), 0.0, 1.0)
@@ -310,11 +371,10 @@ def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
 def preprocess_image(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, 1] in [0, 1]: ink bright, background 0.
 
-    Decoded by `decode_grayscale`, scaled to the geometry, turned into ink, then padded with
+    Decoded by `decode_colour`, scaled to the geometry, turned into ink, then padded with
     background (0) to the width on the right and evenly above and below.
     """
-    gray = tf.image.convert_image_dtype(decode_grayscale(image_bytes), tf.float32)
-    image = ink(scale_to_fit(gray, geometry))
+    image = ink(scale_to_fit(decode_colour(image_bytes), geometry))
     top = (geometry.height - tf.shape(image)[0]) // 2
     image = tf.image.pad_to_bounding_box(image, top, 0, geometry.height, geometry.width)
     image.set_shape([geometry.height, geometry.width, 1])
