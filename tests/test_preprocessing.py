@@ -120,14 +120,17 @@ def test_a_blank_image_has_no_ink_and_glyphs_do():
     assert has_ink(stacked).numpy().tolist() == [False, False, True, True]
 
 
-def test_pale_coloured_ink_weighs_like_dark_ink():
-    """Pale yellow on white is 0.06 from it in gray: it was a tenth as bright as black ink."""
+def test_pale_coloured_ink_keeps_a_quarter_of_dark_inks_weight():
+    """Pale yellow on white is 0.06 from it in gray: it was a tenth as bright as black ink.
+
+    Colour weighs half of lightness (`CHROMA_WEIGHT`), so this yellow keeps about 0.3.
+    """
     rgb = np.full((40, 120, 3), 255, np.uint8)
     left, right = INK_MASK.copy(), INK_MASK.copy()
     left[:, 60:], right[:, :60] = False, False
     rgb[left], rgb[right] = (30, 30, 30), (250, 250, 150)
     image = preprocess_image(encode(Image.fromarray(rgb), "PNG"), GEOMETRY).numpy()[..., 0]
-    assert image[right].mean() > 0.5 * image[left].mean()
+    assert image[right].mean() > 0.25 * image[left].mean()
     assert image[~INK_MASK].max() < 0.05
 
 
