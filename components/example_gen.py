@@ -5,7 +5,7 @@ be used (with the reason, into `rejected.jsonl`), removes duplicate images, buil
 vocabulary, splits train/eval by SHA-256 and writes GZIP TFRecord shards. An image must be
 within the size limits and of a plausible shape by its header (PIL reads it without decoding,
 so a decompression bomb is refused undecoded), and must decode with
-`preprocessing.decode_grayscale`, the decoder training and serving use: what is written
+`preprocessing.decode_rgb`, the decoder training and serving use: what is written
 trains and is served. Kept images far from the data set's usual shape are listed in
 `metadata.json` (`size_outliers`).
 Shards are written by the job itself, one shard per (split, shard number), with records sorted
@@ -310,7 +310,7 @@ class InspectImage(beam.DoFn):
     def _decode_problem(self, data: bytes) -> tuple[str, str]:
         """Why an image failed the batch's decoding: the shared decoder's own message."""
         try:
-            preprocessing.decode_grayscale(data)
+            preprocessing.decode_rgb(data)
         except tf.errors.OpError as e:
             return UNDECODABLE, _op_message(e)
         return TOO_LARGE, "over the limits by the header the shared decoder reads"

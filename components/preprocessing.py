@@ -1,13 +1,13 @@
 """The one decoder and preprocessing function shared by ingestion, training and serving.
 
 ExampleGen's check, the trainer's tf.data pipeline and the exported serving signature all
-decode with `decode_grayscale`, so an image that was ingested is one that trains and is
+decode with `decode_rgb`, so an image that was ingested is one that trains and is
 served; the trainer and the signature both call `preprocess_image`, so a served image is
 turned into exactly the tensor the model was trained on (no train/serve skew). Only
 TensorFlow graph ops are used (TF Serving runs no Python). The input size comes from the data
-(`geometry.py`); the pixels become "ink": distance from the image's own background,
-contrast-stretched, so that pale, coloured or light-on-dark glyphs stand out as dark-on-white
-ones do.
+(`geometry.py`); the pixels become "ink": distance from the image's own background colour as
+a person sees it (CIELAB), contrast-stretched, so that pale, coloured or light-on-dark glyphs
+stand out as dark-on-white ones do.
 
 `header_sizes` reads the size an encoded image declares, without decoding it, so that
 ingestion and serving refuse a decompression bomb before a byte of it is decoded
@@ -24,7 +24,7 @@ import tensorflow as tf
 from components.geometry import Geometry
 
 # The most a faint image's contrast is stretched (see `ink`): JPEG and scanner noise is a
-# few hundredths, the palest captcha ink (pale yellow on white) about 0.05 in gray.
+# few hundredths, light gray ink (235 on white) 0.07, pale yellow on white 0.5.
 MIN_CONTRAST = 0.04
 # An image whose strongest ink stays under this (after `ink`) holds no text: a blank image,
 # or JPEG noise on one (at most ~0.3 after the stretch), whereas any stroke of at least
@@ -36,9 +36,17 @@ DEFAULT_MAX_PIXELS = 4_000_000
 DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024
 # Transparent pixels are composited over white: captcha sites draw dark ink for light pages.
 BACKGROUND = 255
-# libpng's RGB -> gray weights (/2**15), as TF's decode_png(channels=1) applies them: an
-# opaque PNG decodes to the very gray values it did before alpha was composited.
-GRAY_WEIGHTS = (9797, 19234, 3737)
+# sRGB (linear) -> CIE XYZ, and the D65 white point: for `lab`.
+SRGB_TO_XYZ = (
+    (0.4124, 0.3576, 0.1805),
+    (0.2126, 0.7152, 0.0722),
+    (0.0193, 0.1192, 0.9505),
+)
+D65_WHITE = (0.95047, 1.0, 1.08883)
+# Weight of colour (a*, b*) against lightness in `ink`. JPEG keeps colour at half resolution
+# and quantises it harder, so at full weight its colour edges are blocky halos around coloured
+# glyphs; half weight read best on the zoo (benchmarks/README.md).
+CHROMA_WEIGHT = 0.5
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEADER_BYTES = 32
 FORMATS = ("png", "jpeg", "gif", "bmp")
@@ -113,15 +121,6 @@ def _jpeg_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _rgb_to_gray(rgb: tf.Tensor) -> tf.Tensor:
-    """uint8 [h, w, 3 or 4] -> float32 [h, w, 1] in 0..255, libpng's integer formula.
-
-    A fourth (alpha) channel is ignored.
-    """
-    weights = tf.constant([w / 2**15 for w in GRAY_WEIGHTS] + [0.0])[: rgb.shape[-1]]
-    return tf.floor(tf.reduce_sum(tf.cast(rgb, tf.float32) * weights, -1, keepdims=True))
-
-
 def _png_has_alpha(image_bytes: tf.Tensor) -> tf.Tensor:
     """Colour type 4 or 6 (grey or RGB + alpha), or a tRNS chunk (palette or colour key)."""
     colour_type = tf.strings.substr(image_bytes, 25, 1)
@@ -133,36 +132,26 @@ def _png_has_alpha(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _png_over_background(image_bytes: tf.Tensor) -> tf.Tensor:
-    rgba = tf.io.decode_png(image_bytes, channels=4)
-    alpha = tf.cast(rgba[..., 3:], tf.float32)
-    return (_rgb_to_gray(rgba) - BACKGROUND) * (alpha / 255.0) + BACKGROUND
+    rgba = tf.cast(tf.io.decode_png(image_bytes, channels=4), tf.float32)
+    alpha = rgba[..., 3:] / 255.0
+    return (rgba[..., :3] - BACKGROUND) * alpha + BACKGROUND
 
 
 def _png(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Any PNG (palette, 16-bit, grey+alpha, interlaced) -> gray, alpha over BACKGROUND.
+    """Any PNG (palette, 16-bit, grey+alpha, interlaced) -> RGB, alpha over BACKGROUND.
 
-    An opaque PNG takes libpng's own gray conversion, the cheaper path; the composite gives
-    the same values for opaque pixels.
+    Only a PNG with alpha takes the composite: TF gives an opaque 1-bit PNG decoded with four
+    channels an alpha of 1, not 255.
     """
     return tf.cond(
         _png_has_alpha(image_bytes),
         lambda: _png_over_background(image_bytes),
-        lambda: tf.cast(tf.io.decode_png(image_bytes, channels=1), tf.float32),
-    )
-
-
-def _jpeg(image_bytes: tf.Tensor) -> tf.Tensor:
-    """JPEG -> gray; CMYK/YCCK (4 components) through RGB: libjpeg has no CMYK -> gray."""
-    components = tf.image.extract_jpeg_shape(image_bytes)[2]
-    return tf.cond(
-        tf.equal(components, 4),
-        lambda: _rgb_to_gray(tf.io.decode_jpeg(image_bytes, channels=3)),
-        lambda: tf.cast(tf.io.decode_jpeg(image_bytes, channels=1), tf.float32),
+        lambda: tf.cast(tf.io.decode_png(image_bytes, channels=3), tf.float32),
     )
 
 
 def _other(image_bytes: tf.Tensor) -> tf.Tensor:
-    """GIF (first frame) and BMP through RGB; raises on bytes of no known format.
+    """JPEG (grey, RGB, CMYK), GIF (first frame) and BMP -> RGB; raises on unknown bytes.
 
     A BMP of 8 bits or fewer per pixel is refused: TF's decoder reads its palette indices
     as gray levels (or fails), so it would be read, wrongly.
@@ -174,28 +163,45 @@ def _other(image_bytes: tf.Tensor) -> tf.Tensor:
     check = tf.debugging.Assert(~paletted, ["BMP with a palette: not read by TF's decoder"])
     with tf.control_dependencies([check]):
         rgb = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    return _rgb_to_gray(rgb)
+    return tf.cast(rgb, tf.float32)
 
 
-def decode_grayscale(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Encoded PNG/JPEG/GIF/BMP bytes -> uint8 [height, width, 1].
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded PNG/JPEG/GIF/BMP bytes -> uint8 RGB [height, width, 3].
 
-    Transparent pixels are composited over a white background (dropping alpha would turn
-    a transparent PNG's usually black, invisible background into ink's colour). EXIF
-    orientation is ignored, as TF's decoders do: captcha servers render their images and
-    send no camera rotation, and ingestion, training and serving all see the stored pixels.
+    Colour is kept: a pale yellow or cyan glyph differs from white in hue far more than in
+    gray (`ink`). Transparent pixels are composited over a white background (dropping alpha
+    would turn a transparent PNG's usually black, invisible background into ink's colour).
+    EXIF orientation is ignored, as TF's decoders do: captcha servers render their images
+    and send no camera rotation, and ingestion, training and serving all see the stored
+    pixels.
     """
-    fmt = image_format(image_bytes)
-    gray = tf.case(
-        [
-            (tf.equal(fmt, "png"), lambda: _png(image_bytes)),
-            (tf.equal(fmt, "jpeg"), lambda: _jpeg(image_bytes)),
-        ],
-        default=lambda: _other(image_bytes),
+    rgb = tf.cond(
+        tf.equal(image_format(image_bytes), "png"),
+        lambda: _png(image_bytes),
+        lambda: _other(image_bytes),
     )
-    gray = tf.cast(tf.round(gray), tf.uint8)
-    gray.set_shape([None, None, 1])
-    return gray
+    rgb = tf.cast(tf.round(rgb), tf.uint8)
+    rgb.set_shape([None, None, 3])
+    return rgb
+
+
+def lab(rgb: tf.Tensor) -> tf.Tensor:
+    """float32 sRGB [..., 3] in [0, 1] -> CIELAB [..., 3] (D65 white), divided by 100.
+
+    Euclidean distance in Lab is how different two colours look (black from white: 1 here),
+    so ink is weighed as a person sees it, whatever its hue.
+    """
+    linear = tf.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = tf.tensordot(linear, tf.transpose(tf.constant(SRGB_TO_XYZ)), 1) / D65_WHITE
+    delta = 6.0 / 29.0
+    f = tf.where(
+        xyz > delta**3,
+        tf.pow(tf.maximum(xyz, delta**3), 1.0 / 3.0),
+        xyz / (3 * delta**2) + 4.0 / 29.0,
+    )
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], -1) / 100.0
 
 
 def decode_each(
@@ -257,7 +263,7 @@ def size_check(
     def check(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return decode_each(
             image_bytes,
-            lambda data: tf.shape(decode_grayscale(data))[:2],
+            lambda data: tf.shape(decode_rgb(data))[:2],
             tf.zeros([2], tf.int32),
             max_pixels,
             max_file_bytes,
@@ -270,18 +276,23 @@ def size_check(
     return run
 
 
-def ink(gray: tf.Tensor) -> tf.Tensor:
-    """float32 [h, w, 1] in [0, 1] -> how far each pixel is from the background, in [0, 1].
+def ink(rgb: tf.Tensor) -> tf.Tensor:
+    """float32 RGB [h, w, 3] in [0, 1] -> how far each pixel is from the background, [h, w, 1].
 
-    The background is the median of the border pixels (glyphs rarely fill the border), so
-    dark ink on white, pale yellow on white and bright dots on black all become bright ink on
-    a black (0) background; the contrast is then stretched so that the image's strongest ink
-    (its 99th percentile) reaches 1, but never by more than 1 / MIN_CONTRAST, so that a blank
-    image's noise stays faint.
+    The background is the median colour of the border pixels (glyphs rarely fill the
+    border), and the distance is measured in CIELAB, as a person sees it: dark ink on white,
+    pale yellow on white and bright dots on black all become bright ink on a black (0)
+    background. Colour (a*, b*) weighs CHROMA_WEIGHT of lightness: pale yellow is 0.06 from
+    white in gray, 0.50 in Lab and 0.25 at half weight, against 0.89 for dark ink; full weight
+    read JPEG's colour halos as ink (benchmarks/README.md, "ink"). The contrast is then
+    stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never by
+    more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint.
     """
-    border = tf.concat([gray[0, :, 0], gray[-1, :, 0], gray[:, 0, 0], gray[:, -1, 0]], 0)
-    background = tf.sort(border)[tf.size(border) // 2]
-    distance = tf.abs(gray - background)
+    colours = lab(rgb)
+    border = tf.concat([colours[0], colours[-1], colours[:, 0], colours[:, -1]], 0)
+    background = tf.sort(border, axis=0)[tf.shape(border)[0] // 2]
+    weights = tf.constant([1.0, CHROMA_WEIGHT, CHROMA_WEIGHT])
+    distance = tf.norm((colours - background) * weights, axis=-1, keepdims=True)
     flat = tf.reshape(distance, [-1])
     strong = tf.math.top_k(flat, tf.maximum(1, tf.size(flat) // 100)).values[-1]
     return tf.clip_by_value(distance / tf.maximum(strong, MIN_CONTRAST), 0.0, 1.0)
@@ -310,11 +321,11 @@ def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
 def preprocess_image(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, 1] in [0, 1]: ink bright, background 0.
 
-    Decoded by `decode_grayscale`, scaled to the geometry, turned into ink, then padded with
+    Decoded by `decode_rgb`, scaled to the geometry, turned into ink, then padded with
     background (0) to the width on the right and evenly above and below.
     """
-    gray = tf.image.convert_image_dtype(decode_grayscale(image_bytes), tf.float32)
-    image = ink(scale_to_fit(gray, geometry))
+    rgb = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
+    image = ink(scale_to_fit(rgb, geometry))
     top = (geometry.height - tf.shape(image)[0]) // 2
     image = tf.image.pad_to_bounding_box(image, top, 0, geometry.height, geometry.width)
     image.set_shape([geometry.height, geometry.width, 1])

@@ -194,7 +194,10 @@ def test_retrain_pushes_a_clean_batch_and_refuses_unknown_characters(project, fi
     new_batch = write_clean_images(project["root"] / "batch1", 200, seed=2)
     seen = sorted(project["images"].iterdir())[0]  # already in span 0
     shutil.copy(seen, new_batch / f"{seen.name.split('_')[0]}_again.png")
-    manifest = runner.retrain(config_for(project, images=str(new_batch)))
+    # A tiny model trained for two minutes reads the eval split within a point of its last
+    # version; the test is that a clean batch is taken and pushed, not that it always gains.
+    push = PushConfig(tolerance=0.02)
+    manifest = runner.retrain(config_for(project, images=str(new_batch), push=push))
     (duplicate,) = [
         json.loads(line)
         for line in (project["root"] / "work" / "ExampleGen" / "span-1" / "rejected.jsonl")

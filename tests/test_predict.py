@@ -18,7 +18,7 @@ from components.predict import (
     predict_files,
     resolve_saved_model,
 )
-from components.preprocessing import decode_grayscale
+from components.preprocessing import decode_rgb
 from components.pusher import TEMP_PREFIX
 from pipeline import cli
 
@@ -103,7 +103,7 @@ def test_a_signature_that_fails_on_a_batch_is_retried_item_by_item(files, tmp_pa
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
         def serve(self, image_bytes):
             widths = tf.map_fn(
-                lambda data: tf.shape(decode_grayscale(data))[1],
+                lambda data: tf.shape(decode_rgb(data))[1],
                 image_bytes,
                 fn_output_signature=tf.int32,
             )

@@ -10,7 +10,7 @@ from PIL import Image
 
 from components.geometry import Geometry
 from components.preprocessing import (
-    decode_grayscale,
+    decode_rgb,
     has_ink,
     header_sizes,
     preprocess_image,
@@ -43,8 +43,8 @@ def transparent(ink_rgb: tuple[int, int, int]) -> bytes:
 def test_a_transparent_png_preprocesses_to_visible_ink(ink_rgb):
     """Dropping alpha made black ink on a (hidden) black background invisible."""
     data = transparent(ink_rgb)
-    gray = decode_grayscale(data).numpy()[..., 0]
-    assert (gray[~INK_MASK] == 255).all()
+    rgb = decode_rgb(data).numpy()
+    assert (rgb[~INK_MASK] == 255).all()
     image = preprocess_image(data, GEOMETRY).numpy()[..., 0]
     assert image[INK_MASK].mean() - image[~INK_MASK].mean() > 0.5
 
@@ -64,9 +64,9 @@ def test_a_transparent_png_preprocesses_to_visible_ink(ink_rgb):
         ("RGB", "JPEG", {"progressive": True, "quality": 95}),
     ],
 )
-def test_every_encoding_decodes_to_the_same_gray(mode, fmt, options):
-    reference = np.asarray(glyphs(), np.int32)
-    decoded = decode_grayscale(encode(glyphs(mode=mode), fmt, **options)).numpy()[..., 0]
+def test_every_encoding_decodes_to_the_same_colours(mode, fmt, options):
+    reference = np.asarray(glyphs(mode="RGB"), np.int32)
+    decoded = decode_rgb(encode(glyphs(mode=mode), fmt, **options)).numpy()
     assert decoded.shape == reference.shape
     error = np.abs(decoded.astype(np.int32) - reference)
     assert (error.mean() <= 1) if fmt == "JPEG" else (error.max() == 0)  # JPEG rings at edges
@@ -74,13 +74,13 @@ def test_every_encoding_decodes_to_the_same_gray(mode, fmt, options):
 
 def test_sixteen_bit_png_decodes():
     wide = Image.fromarray(np.asarray(glyphs()).astype(np.uint16) * 257)
-    decoded = decode_grayscale(encode(wide, "PNG")).numpy()[..., 0]
-    np.testing.assert_array_equal(decoded, np.asarray(glyphs()))
+    decoded = decode_rgb(encode(wide, "PNG")).numpy()
+    np.testing.assert_array_equal(decoded, np.asarray(glyphs(mode="RGB")))
 
 
 def test_a_palette_bmp_is_refused_not_misread():
     with pytest.raises(tf.errors.InvalidArgumentError, match="BMP with a palette"):
-        decode_grayscale(encode(glyphs(mode="P"), "BMP"))
+        decode_rgb(encode(glyphs(mode="P"), "BMP"))
 
 
 def test_header_sizes_read_png_gif_bmp_without_decoding():
@@ -118,3 +118,24 @@ def test_a_blank_image_has_no_ink_and_glyphs_do():
     images = [blank_png, blank_jpeg, encode(glyphs(), "PNG"), pale]
     stacked = tf.stack([preprocess_image(data, GEOMETRY) for data in images])
     assert has_ink(stacked).numpy().tolist() == [False, False, True, True]
+
+
+def test_pale_coloured_ink_keeps_a_quarter_of_dark_inks_weight():
+    """Pale yellow on white is 0.06 from it in gray: it was a tenth as bright as black ink.
+
+    Colour weighs half of lightness (`CHROMA_WEIGHT`), so this yellow keeps about 0.3.
+    """
+    rgb = np.full((40, 120, 3), 255, np.uint8)
+    left, right = INK_MASK.copy(), INK_MASK.copy()
+    left[:, 60:], right[:, :60] = False, False
+    rgb[left], rgb[right] = (30, 30, 30), (250, 250, 150)
+    image = preprocess_image(encode(Image.fromarray(rgb), "PNG"), GEOMETRY).numpy()[..., 0]
+    assert image[right].mean() > 0.25 * image[left].mean()
+    assert image[~INK_MASK].max() < 0.05
+
+
+def test_an_opaque_one_bit_png_decodes_to_its_pixels():
+    """TF decodes a 1-bit PNG with four channels to an alpha of 1: no alpha, no composite."""
+    bilevel = glyphs(ink=0).convert("1")
+    decoded = decode_rgb(encode(bilevel, "PNG")).numpy()
+    np.testing.assert_array_equal(decoded, np.asarray(bilevel.convert("RGB")))
