@@ -24,7 +24,7 @@ import tensorflow as tf
 from components.geometry import Geometry
 
 # The most a faint image's contrast is stretched (see `ink`): JPEG and scanner noise is a
-# few hundredths, light gray ink (235 on white) 0.07, pale yellow on white 0.5.
+# few hundredths, light gray ink (235 on white) 0.07, pale yellow on white 0.25.
 MIN_CONTRAST = 0.04
 # An image whose strongest ink stays under this (after `ink`) holds no text: a blank image,
 # or JPEG noise on one (at most ~0.3 after the stretch), whereas any stroke of at least
@@ -43,6 +43,10 @@ SRGB_TO_XYZ = (
     (0.0193, 0.1192, 0.9505),
 )
 D65_WHITE = (0.95047, 1.0, 1.08883)
+# (f(X), f(Y), f(Z)) -> (L*, a*, b*) / 100: L* = 116 f(Y) - 16, a* = 500 (f(X) - f(Y)),
+# b* = 200 (f(Y) - f(Z)), as one matrix (rows f(X), f(Y), f(Z)) and an offset.
+F_TO_LAB = ((0.0, 5.0, 0.0), (1.16, -5.0, 2.0), (0.0, 0.0, -2.0))
+LAB_OFFSET = (-0.16, 0.0, 0.0)
 # Weight of colour (a*, b*) against lightness in `ink`. JPEG keeps colour at half resolution
 # and quantises it harder, so at full weight its colour edges are blocky halos around coloured
 # glyphs; half weight read best on the zoo (benchmarks/README.md).
@@ -186,22 +190,28 @@ def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
     return rgb
 
 
+def _power(x: tf.Tensor, exponent: float) -> tf.Tensor:
+    """x ** exponent for x > 0, as exp(exponent * log x): TF's pow is scalar code on CPU,
+    exp and log are vectorised, and this is most of `ink`'s time (benchmarks/README.md)."""
+    return tf.exp(exponent * tf.math.log(x))
+
+
 def lab(rgb: tf.Tensor) -> tf.Tensor:
     """float32 sRGB [..., 3] in [0, 1] -> CIELAB [..., 3] (D65 white), divided by 100.
 
     Euclidean distance in Lab is how different two colours look (black from white: 1 here),
     so ink is weighed as a person sees it, whatever its hue.
     """
-    linear = tf.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = tf.tensordot(linear, tf.transpose(tf.constant(SRGB_TO_XYZ)), 1) / D65_WHITE
+    linear = tf.where(rgb <= 0.04045, rgb / 12.92, _power((rgb + 0.055) / 1.055, 2.4))
+    to_xyz = np.transpose(SRGB_TO_XYZ) / np.array(D65_WHITE)  # relative to the white point
+    xyz = tf.tensordot(linear, tf.constant(to_xyz, tf.float32), 1)
     delta = 6.0 / 29.0
     f = tf.where(
         xyz > delta**3,
-        tf.pow(tf.maximum(xyz, delta**3), 1.0 / 3.0),
+        _power(tf.maximum(xyz, delta**3), 1.0 / 3.0),
         xyz / (3 * delta**2) + 4.0 / 29.0,
     )
-    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-    return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], -1) / 100.0
+    return tf.tensordot(f, tf.constant(F_TO_LAB), 1) + tf.constant(LAB_OFFSET)
 
 
 def decode_each(

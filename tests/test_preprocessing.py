@@ -13,6 +13,7 @@ from components.preprocessing import (
     decode_rgb,
     has_ink,
     header_sizes,
+    lab,
     preprocess_image,
     size_check,
 )
@@ -139,3 +140,20 @@ def test_an_opaque_one_bit_png_decodes_to_its_pixels():
     bilevel = glyphs(ink=0).convert("1")
     decoded = decode_rgb(encode(bilevel, "PNG")).numpy()
     np.testing.assert_array_equal(decoded, np.asarray(bilevel.convert("RGB")))
+
+
+def test_lab_matches_the_reference_values_of_cielab():
+    """sRGB primaries and grays against their published D65 CIELAB values (L*, a*, b*)."""
+    rgb = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [119] * 3])
+    expected = np.array(
+        [
+            [100.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+            [53.24, 80.09, 67.20],
+            [87.73, -86.18, 83.18],
+            [32.30, 79.19, -107.86],
+            [50.03, 0.0, 0.0],
+        ]
+    )
+    measured = lab(tf.constant(rgb / 255.0, tf.float32)).numpy() * 100
+    np.testing.assert_allclose(measured, expected, atol=0.1)
