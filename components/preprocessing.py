@@ -43,6 +43,8 @@ SRGB_TO_XYZ = (
     (0.0193, 0.1192, 0.9505),
 )
 D65_WHITE = (0.95047, 1.0, 1.08883)
+# Linear sRGB [..., 3] @ this -> XYZ relative to the white point.
+TO_RELATIVE_XYZ = np.transpose(SRGB_TO_XYZ) / np.array(D65_WHITE)
 # (f(X), f(Y), f(Z)) -> (L*, a*, b*) / 100: L* = 116 f(Y) - 16, a* = 500 (f(X) - f(Y)),
 # b* = 200 (f(Y) - f(Z)), as one matrix (rows f(X), f(Y), f(Z)) and an offset.
 F_TO_LAB = ((0.0, 5.0, 0.0), (1.16, -5.0, 2.0), (0.0, 0.0, -2.0))
@@ -203,8 +205,7 @@ def lab(rgb: tf.Tensor) -> tf.Tensor:
     so ink is weighed as a person sees it, whatever its hue.
     """
     linear = tf.where(rgb <= 0.04045, rgb / 12.92, _power((rgb + 0.055) / 1.055, 2.4))
-    to_xyz = np.transpose(SRGB_TO_XYZ) / np.array(D65_WHITE)  # relative to the white point
-    xyz = tf.tensordot(linear, tf.constant(to_xyz, tf.float32), 1)
+    xyz = tf.tensordot(linear, tf.constant(TO_RELATIVE_XYZ, tf.float32), 1)
     delta = 6.0 / 29.0
     f = tf.where(
         xyz > delta**3,
