@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -30,7 +31,11 @@ import tensorflow as tf  # noqa: E402
 
 from components import examples  # noqa: E402
 from components.model import build_model  # noqa: E402
-from components.predict import INPUT_NAME, ExportedModel  # noqa: E402
+from components.predict import (  # noqa: E402
+    INPUT_NAME,
+    PREPROCESS_SIGNATURE,
+    ExportedModel,
+)
 from components.pusher import export_model  # noqa: E402
 from components.trainer import MODEL_CONFIG_FILE, MODEL_FILE  # noqa: E402
 from pipeline.configs import PROFILES  # noqa: E402
@@ -83,17 +88,19 @@ def summarize(seconds: list[float], batch: int) -> dict:
     }
 
 
-def time_signature(model: ExportedModel, images: list[bytes], batch: int, repeats: int) -> dict:
-    """Per call wall times of the signature on `batch` images at a time, after a warm-up."""
+def time_signature(
+    signature: Callable[..., dict], images: list[bytes], batch: int, repeats: int
+) -> dict:
+    """Per call wall times of a signature on `batch` images at a time, after a warm-up."""
     batches = [
         tf.constant([images[(start + i) % len(images)] for i in range(batch)])
         for start in range(0, repeats * batch, batch)
     ]
-    model.signature(**{INPUT_NAME: batches[0]})
+    signature(**{INPUT_NAME: batches[0]})
     seconds = []
     for tensor in batches:
         start = time.perf_counter()
-        model.signature(**{INPUT_NAME: tensor})
+        signature(**{INPUT_NAME: tensor})
         seconds.append(time.perf_counter() - start)
     return summarize(seconds, batch)
 
@@ -131,9 +138,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model_dir = args.model or untrained_full_model(pathlib.Path(work) / "model")
         model = ExportedModel(export_model(str(model_dir), str(pathlib.Path(work) / "export")))
+        preprocess = tf.saved_model.load(model.path).signatures[PREPROCESS_SIGNATURE]
         rows = {
-            "signature, batch 1": time_signature(model, images, 1, args.repeats),
-            "signature, batch 64": time_signature(model, images, 64, args.batch_repeats),
+            "signature, batch 1": time_signature(model.signature, images, 1, args.repeats),
+            "signature, batch 64": time_signature(model.signature, images, 64, args.batch_repeats),
+            "of which preprocessing (`preprocess` signature), batch 64": time_signature(
+                preprocess, images, 64, args.batch_repeats
+            ),
         }
     dddd = time_ddddocr(args.dddd_python, files)
     if dddd:
