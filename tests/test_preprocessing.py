@@ -10,10 +10,10 @@ from PIL import Image
 
 from components.geometry import Geometry
 from components.preprocessing import (
+    SRGB_TO_LAB,
     decode_rgb,
     has_ink,
     header_sizes,
-    lab,
     preprocess_image,
     size_check,
 )
@@ -142,7 +142,20 @@ def test_an_opaque_one_bit_png_decodes_to_its_pixels():
     np.testing.assert_array_equal(decoded, np.asarray(bilevel.convert("RGB")))
 
 
-def test_lab_matches_the_reference_values_of_cielab():
+def cielab(rgb: np.ndarray) -> np.ndarray:
+    """The exact sRGB [..., 3] in [0, 1] -> CIELAB (D65 white) conversion, divided by 100."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    srgb_to_xyz = np.array(
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+    )
+    xyz = linear @ srgb_to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    delta = 6 / 29
+    f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4 / 29)
+    fx, fy, fz = np.moveaxis(f, -1, 0)
+    return np.stack([1.16 * fy - 0.16, 5 * (fx - fy), 2 * (fy - fz)], -1)
+
+
+def test_the_reference_conversion_matches_published_cielab_values():
     """sRGB primaries and grays against their published D65 CIELAB values (L*, a*, b*)."""
     rgb = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255], [119] * 3])
     expected = np.array(
@@ -155,5 +168,14 @@ def test_lab_matches_the_reference_values_of_cielab():
             [50.03, 0.0, 0.0],
         ]
     )
-    measured = lab(tf.constant(rgb / 255.0, tf.float32)).numpy() * 100
-    np.testing.assert_allclose(measured, expected, atol=0.1)
+    np.testing.assert_allclose(cielab(rgb / 255.0) * 100, expected, atol=0.1)
+
+
+def test_the_ink_matrix_is_the_least_squares_fit_of_cielab_over_the_cube():
+    """`SRGB_TO_LAB` is what it says: refitted here from the exact conversion (an offset
+    column too, which distances cancel)."""
+    levels = np.linspace(0.0, 1.0, 33)
+    cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    design = np.concatenate([cube, np.ones([len(cube), 1])], 1)
+    fit = np.linalg.lstsq(design, cielab(cube), rcond=None)[0][:3]
+    np.testing.assert_allclose(SRGB_TO_LAB, fit, atol=1e-4)
