@@ -275,8 +275,7 @@ def ink(rgb: tf.Tensor) -> tf.Tensor:
     then stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never by
     more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint.
     """
-    size = tf.shape(rgb)[:2]
-    colours = tf.reshape(tf.reshape(rgb, [-1, 3]) @ tf.constant(INK_COLOURS), [size[0], size[1], 3])
+    colours = tf.reshape(tf.reshape(rgb, [-1, 3]) @ tf.constant(INK_COLOURS), tf.shape(rgb))
     border = tf.concat([colours[0], colours[-1], colours[:, 0], colours[:, -1]], 0)
     count = tf.shape(border)[0]
     # The median of each channel: top_k is the sort TF runs underneath, in fewer graph ops.
