@@ -28,9 +28,11 @@ prints the table of every row recorded there.
         --real none --seeds 0
     .venv/bin/python benchmarks/styles.py --sheet benchmarks/styles.png  # the contact sheet
 
-Seeds: a style's seed draws its data; a seed other than 0 is also passed to `run --seed`
-once the command has that flag (today it has none: a style's seeds then differ by their data
-only, and a real set's seeds other than 0, which would repeat seed 0, are refused).
+Seeds: a style's seed draws its data; a seed other than 0 is also passed to `run --seed`,
+so a real set's seeds differ by their training's randomness (its split stays fixed).
+
+`--flag` appends one changed setting to every row's command, for a comparison beside the
+plain rows, e.g. the tuner on (`--flag=--tune`); the table names the flags with the data.
 """
 
 from __future__ import annotations
@@ -214,6 +216,7 @@ def run_row(
         "name": name,
         "seed": seed,
         "command": command[1:],
+        "flags": list(flags),
         "exit_code": code,
         "row_dir": str(row_dir),
         "commit": commit,
@@ -280,12 +283,17 @@ def record_row(path: pathlib.Path, result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
+def row_data(r: dict) -> str:
+    """The row's data set, and the flags its command added."""
+    return f"{r['kind']} `{r['name']}`" + "".join(f" `{f}`" for f in r.get("flags", []))
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| data | seed | commit | start | train / held out | held-out accuracy | CER | "
-        "reading began (epoch) | epochs (best) | train min | run's eval acc. | "
+        "reading began (epoch) | epochs (best) | train min | run min | run's eval acc. | "
         "answers above 0.9: share, right | load before-after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         accuracy = (
@@ -305,21 +313,22 @@ def table(results: list[dict]) -> str:
             else ""
         )
         lines.append(
-            f"| {r['kind']} `{r['name']}` | {r['seed']} | `{r['commit']}` | "
+            f"| {row_data(r)} | {r['seed']} | `{r['commit']}` | "
             f"{r.get('start') or ''} | {r['train_images']} / {r['held_out_images']} | "
             f"{accuracy} | {cer} | {began} | {epochs} | "
-            f"{r.get('train_minutes', '')} | {eval_accuracy} | {confident} | {load} |"
+            f"{r.get('train_minutes', '')} | {r.get('run_minutes', '')} | {eval_accuracy} | "
+            f"{confident} | {load} |"
         )
     groups: dict[str, dict[int, float]] = {}
     for r in results:  # a seed measured again (a later commit) counts once: its latest row
-        groups.setdefault(f"{r['kind']} `{r['name']}`", {})[r["seed"]] = r.get("accuracy", 0.0)
+        groups.setdefault(row_data(r), {})[r["seed"]] = r.get("accuracy", 0.0)
     for group, by_seed in groups.items():
         accuracies = list(by_seed.values())
         if len(accuracies) > 1:
             lines.append(
                 f"| **{group} mean** ({len(accuracies)} seeds) | | | | | "
                 f"**{statistics.mean(accuracies):.2%}** (min {min(accuracies):.2%}) "
-                "| | | | | | | |"
+                "| | | | | | | | |"
             )
     return "\n".join(lines)
 
@@ -341,6 +350,12 @@ def main() -> int:
         help=f"comma-separated real sets ({', '.join(REAL_SETS)}), all or none",
     )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument(
+        "--flag",
+        action="append",
+        default=[],
+        help="a setting appended to every row's command, e.g. --flag=--tune (repeatable)",
+    )
     parser.add_argument("--train-count", type=int, default=TRAIN_COUNT)
     parser.add_argument("--held-out-count", type=int, default=HELD_OUT_COUNT)
     parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA)
@@ -386,7 +401,7 @@ def main() -> int:
     results = []
     for kind, name in rows:
         for seed in seeds:
-            result = run_row(kind, name, seed, args)
+            result = run_row(kind, name, seed, args, flags=args.flag)
             results.append(result)
             record_row(args.results, result)
     print(table(results))

@@ -36,6 +36,9 @@ DEFAULT_MAX_PIXELS = 4_000_000
 DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024
 # Transparent pixels are composited over white: captcha sites draw dark ink for light pages.
 BACKGROUND = 255
+# What `place` pads an image with, out of the [0, 1] that resizing keeps colours in (its
+# triangle kernel weighs pixels by non-negative weights): `ink` finds each image by it.
+OUTSIDE = -1.0
 # CIELAB (divided by 100) as a linear map of the gamma-encoded sRGB values in [0, 1] (rows R,
 # G, B; columns L*, a*, b*): the least-squares fit of the exact conversion over the RGB cube,
 # which tests/test_preprocessing.py fits again. Distances under it stay within a few
@@ -137,9 +140,16 @@ def _png_has_alpha(image_bytes: tf.Tensor) -> tf.Tensor:
 
 
 def _png_over_background(image_bytes: tf.Tensor) -> tf.Tensor:
-    rgba = tf.cast(tf.io.decode_png(image_bytes, channels=4), tf.float32)
-    alpha = rgba[..., 3:] / 255.0
-    return (rgba[..., :3] - BACKGROUND) * alpha + BACKGROUND
+    """Composited only where a pixel is transparent: many sites send opaque RGBA."""
+    rgba = tf.io.decode_png(image_bytes, channels=4)
+
+    def composite() -> tf.Tensor:
+        colour = tf.cast(rgba, tf.float32)
+        alpha = colour[..., 3:] / 255.0
+        return (colour[..., :3] - BACKGROUND) * alpha + BACKGROUND
+
+    opaque = tf.equal(tf.reduce_min(rgba[..., 3]), 255)
+    return tf.cond(opaque, lambda: tf.cast(rgba[..., :3], tf.float32), composite)
 
 
 def _png(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -231,7 +241,12 @@ def decode_each(
     found, outputs = decoded.concatenate(sentinel).batch(count + 1).get_single_element()
     positions = found[:, None]
     shape = tf.concat([[count + 1], tf.shape(empty, out_type=tf.int64)], 0)
-    outputs = tf.scatter_nd(positions, outputs, shape)[:count]
+    # Every item found: they are in order already (the map is deterministic), no scatter.
+    outputs = tf.cond(
+        tf.equal(tf.size(found, out_type=tf.int64), count + 1),
+        lambda: outputs[:count],
+        lambda: tf.scatter_nd(positions, outputs, shape)[:count],
+    )
     valid = tf.scatter_nd(positions, tf.ones_like(found, tf.bool), [count + 1])[:count]
     return outputs, valid
 
@@ -263,27 +278,57 @@ def size_check(
     return run
 
 
-def ink(rgb: tf.Tensor) -> tf.Tensor:
-    """float32 RGB [h, w, 3] in [0, 1] -> how far each pixel is from the background, [h, w, 1].
+def ink(placed: tf.Tensor) -> tf.Tensor:
+    """Placed images [n, H, W, 3] (`place`) -> how far each pixel is from its image's
+    background, [n, H, W, 1] in [0, 1], and 0 outside the image.
 
-    The background is the median colour of the border pixels (glyphs rarely fill the
+    The background is the median colour of the image's border pixels (glyphs rarely fill the
     border), and the distance is measured in CIELAB (`SRGB_TO_LAB`), as a person sees it: dark
     ink on white, pale yellow on white and bright dots on black all become bright ink on a
     black (0) background. Colour (a*, b*) weighs CHROMA_WEIGHT of lightness: pale yellow is
     0.06 from white in gray, 0.50 in Lab and 0.25 at half weight, against 0.89 for dark ink;
     full weight read JPEG's colour halos as ink (benchmarks/README.md, "ink"). The contrast is
-    then stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never by
-    more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint.
+    then stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never
+    by more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint.
+
+    Each image is computed on its own, but the batch at once: run per image, these ops cost
+    TF's overhead per op (about 20 microseconds on such small tensors) 30 times per image,
+    which was most of the serving signature's preprocessing (benchmarks/README.md, "serving").
     """
-    colours = tf.reshape(tf.reshape(rgb, [-1, 3]) @ tf.constant(INK_COLOURS), tf.shape(rgb))
-    border = tf.concat([colours[0], colours[-1], colours[:, 0], colours[:, -1]], 0)
-    count = tf.shape(border)[0]
-    # The median of each channel: top_k is the sort TF runs underneath, in fewer graph ops.
-    background = tf.math.top_k(tf.transpose(border), count - count // 2).values[:, -1]
-    distance = tf.norm(colours - background, axis=-1, keepdims=True)
-    flat = tf.reshape(distance, [-1])
-    strong = tf.math.top_k(flat, tf.maximum(1, tf.size(flat) // 100)).values[-1]
-    return tf.clip_by_value(distance / tf.maximum(strong, MIN_CONTRAST), 0.0, 1.0)
+    inside = placed[..., 0] != OUTSIDE  # [n, H, W]
+    colours = tf.reshape(tf.reshape(placed, [-1, 3]) @ tf.constant(INK_COLOURS), tf.shape(placed))
+
+    # Each image's rectangle (`place` pads around it), and the pixels on its edges.
+    rows, columns = tf.reduce_any(inside, 2), tf.reduce_any(inside, 1)  # [n, H], [n, W]
+    height, width = (tf.reduce_sum(tf.cast(x, tf.int32), 1) for x in (rows, columns))
+    top, left = (tf.argmax(tf.cast(x, tf.int32), 1, output_type=tf.int32) for x in (rows, columns))
+    bottom, right = tf.maximum(top + height - 1, 0), tf.maximum(left + width - 1, 0)
+    # The background: the median of each channel over the edges' 2W + 2H places. The places
+    # beyond the image are +inf on one edge of each pair and -inf on the other, as many of
+    # each, so the median of all places is the median of the image's own, at the same rank in
+    # every image: one nth_element, about 4x faster than a sort.
+    edges = [(top, 1, columns, np.inf), (bottom, 1, columns, -np.inf)]
+    edges += [(left, 2, rows, np.inf), (right, 2, rows, -np.inf)]
+    border = tf.concat(
+        [
+            tf.where(on[..., None], tf.gather(colours, index, axis=axis, batch_dims=1), beyond)
+            for index, axis, on, beyond in edges
+        ],
+        1,
+    )  # [n, 2W + 2H, 3]
+    places = tf.shape(border)[1]
+    background = tf.raw_ops.NthElement(
+        input=tf.transpose(border, [0, 2, 1]), n=places // 2 - 1, reverse=True
+    )  # [n, 3]
+    distance = tf.norm(colours - background[:, None, None, :], axis=-1)
+
+    # The 99th percentile of each image's ink: its size // 100-th strongest pixel.
+    flat = tf.reshape(tf.where(inside, distance, -1.0), [tf.shape(placed)[0], -1])
+    rank = tf.maximum(1, height * width // 100)
+    strongest = tf.math.top_k(flat, tf.maximum(1, tf.shape(flat)[1] // 100)).values
+    strong = tf.gather(strongest, rank - 1, batch_dims=1)
+    stretched = distance / tf.maximum(strong, MIN_CONTRAST)[:, None, None]
+    return tf.where(inside, tf.clip_by_value(stretched, 0.0, 1.0), 0.0)[..., None]
 
 
 def has_ink(images: tf.Tensor) -> tf.Tensor:
@@ -306,17 +351,26 @@ def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     return tf.image.resize(image, tf.cast(tf.stack([height, width]), tf.int32), antialias=True)
 
 
+def place(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
+    """Encoded image bytes -> float32 RGB [height, width, 3] in [0, 1], the input's size.
+
+    Decoded by `decode_rgb`, scaled to the geometry, then padded with OUTSIDE to the width on
+    the right and evenly above and below: `ink` finds each image's own pixels by it.
+    """
+    rgb = scale_to_fit(tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32), geometry)
+    height, width = tf.unstack(tf.shape(rgb)[:2])
+    top = (geometry.height - height) // 2
+    padding = [[top, geometry.height - height - top], [0, geometry.width - width], [0, 0]]
+    # tf.pad, not pad_to_bounding_box: its checks are 26 ops per image.
+    placed = tf.pad(rgb, padding, constant_values=OUTSIDE)
+    placed.set_shape([geometry.height, geometry.width, 3])
+    return placed
+
+
 def preprocess_image(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     """Encoded image bytes -> float32 [height, width, 1] in [0, 1]: ink bright, background 0.
 
-    Decoded by `decode_rgb`, scaled to the geometry, turned into ink, then padded with
-    background (0) to the width on the right and evenly above and below.
+    `place` then `ink`, as the serving signature runs them on a batch (`decode_each` places
+    each image, `ink` turns the batch into ink at once).
     """
-    rgb = tf.image.convert_image_dtype(decode_rgb(image_bytes), tf.float32)
-    image = ink(scale_to_fit(rgb, geometry))
-    height, width = tf.unstack(tf.shape(image)[:2])
-    top = (geometry.height - height) // 2
-    padding = [[top, geometry.height - height - top], [0, geometry.width - width], [0, 0]]
-    image = tf.pad(image, padding)  # not pad_to_bounding_box: its checks are 26 ops per image
-    image.set_shape([geometry.height, geometry.width, 1])
-    return image
+    return ink(place(image_bytes, geometry)[None])[0]

@@ -40,7 +40,7 @@ from components.predict import (
     evaluate_saved_model,
     saved_model_versions,
 )
-from components.preprocessing import decode_each, has_ink, preprocess_image
+from components.preprocessing import OUTSIDE, decode_each, has_ink, ink, place
 from components.settings import setting
 from components.trainer import MODEL_CONFIG_FILE, load_trained
 
@@ -123,14 +123,16 @@ class ServingModule(tf.Module):
         self._decoding = decoding
 
     def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Every item decoded on its own; one over the limits or that fails to decode becomes
-        a blank image with `valid` false, the rest of the batch unaffected (`decode_each`)."""
+        """`preprocess_image` of every item: each placed on its own (`decode_each`), then
+        turned into ink as one batch. An item over the limits or that fails to decode becomes
+        a blank image with `valid` false, the rest of the batch unaffected."""
         geometry = self._geometry
-        return decode_each(
+        placed, valid = decode_each(
             image_bytes,
-            lambda data: preprocess_image(data, geometry),
-            tf.zeros([geometry.height, geometry.width, 1]),
+            lambda data: place(data, geometry),
+            tf.fill([geometry.height, geometry.width, 3], OUTSIDE),
         )
+        return ink(placed), valid
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def preprocess(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -10,11 +10,18 @@ from PIL import Image
 
 from components.geometry import Geometry
 from components.preprocessing import (
+    INK_COLOURS,
+    MIN_CONTRAST,
+    OUTSIDE,
     SRGB_TO_LAB,
+    decode_each,
     decode_rgb,
     has_ink,
     header_sizes,
+    ink,
+    place,
     preprocess_image,
+    scale_to_fit,
     size_check,
 )
 
@@ -140,6 +147,52 @@ def test_an_opaque_one_bit_png_decodes_to_its_pixels():
     bilevel = glyphs(ink=0).convert("1")
     decoded = decode_rgb(encode(bilevel, "PNG")).numpy()
     np.testing.assert_array_equal(decoded, np.asarray(bilevel.convert("RGB")))
+
+
+def reference_ink(rgb: np.ndarray) -> np.ndarray:
+    """`ink`'s definition for one image [h, w, 3] in [0, 1], in numpy: distance from the
+    border's median colour (the upper median of each channel), stretched to the 99th
+    percentile."""
+    colours = rgb @ INK_COLOURS
+    border = np.concatenate([colours[0], colours[-1], colours[:, 0], colours[:, -1]])
+    background = np.sort(border, axis=0)[len(border) // 2]
+    distance = np.linalg.norm(colours - background, axis=-1)
+    strong = np.sort(distance, axis=None)[::-1][max(1, distance.size // 100) - 1]
+    return np.clip(distance / max(strong, MIN_CONTRAST), 0, 1)
+
+
+def test_a_batch_turns_into_ink_as_each_image_alone_would():
+    """The signature's path (each image placed, the batch inked at once) against the numpy
+    definition and `preprocess_image`: images of other sizes and padding, coloured and
+    transparent backgrounds, and an item that does not decode (all background, no NaN)."""
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (40, 70, 3), np.uint8)  # padded on the right
+    noisy[:, :, 2] = 200
+    half_transparent = np.zeros((40, 120, 4), np.uint8)
+    half_transparent[INK_MASK] = (200, 30, 30, 128)
+    images = [
+        encode(glyphs(), "PNG"),
+        encode(glyphs(ink=240, paper=20, mode="RGB").resize((60, 20)), "PNG"),
+        b"not an image",
+        encode(Image.fromarray(noisy), "PNG"),
+        encode(Image.fromarray(half_transparent, "RGBA"), "PNG"),
+        encode(Image.fromarray(rng.integers(0, 256, (40, 360, 3), np.uint8)), "JPEG"),  # shrunk
+    ]
+    placed, valid = decode_each(
+        tf.constant(images), lambda data: place(data, GEOMETRY), tf.fill([40, 120, 3], OUTSIDE)
+    )
+    batch = ink(placed).numpy()[..., 0]
+    assert valid.numpy().tolist() == [True, True, False, True, True, True]
+    assert not np.isnan(batch).any() and (batch[2] == 0).all()
+    for index in [0, 1, 3, 4, 5]:
+        data, inked = images[index], batch[index]
+        rgb = scale_to_fit(tf.image.convert_image_dtype(decode_rgb(data), tf.float32), GEOMETRY)
+        height, width = rgb.shape[:2]
+        top = (GEOMETRY.height - height) // 2
+        expected = np.zeros([GEOMETRY.height, GEOMETRY.width], np.float32)
+        expected[top : top + height, :width] = reference_ink(rgb.numpy())
+        np.testing.assert_allclose(inked, expected, atol=1e-5)
+        np.testing.assert_array_equal(inked, preprocess_image(data, GEOMETRY).numpy()[..., 0])
 
 
 def cielab(rgb: np.ndarray) -> np.ndarray:
