@@ -2,9 +2,10 @@
 
 Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
-`preprocessing.preprocess_image` (the trainer's own function, behind the shared decoder's
-limits on pixels and bytes) and `decoding.decode` (with the answer lengths and the
-calibration the trainer fitted), with the vocabulary embedded as a constant. The model in
+`preprocessing.preprocess_image`'s two steps, the trainer's own (`place` per image, behind
+the shared decoder's limits on pixels and bytes, then `ink` on the batch) and
+`decoding.decode` (with the answer lengths and the calibration the trainer fitted), with the
+vocabulary embedded as a constant. The model in
 the graph has its batch norms folded into its convs (`model.fold_batch_norm`): the same
 logits, fewer passes over memory.
 
