@@ -2,8 +2,9 @@
 
 ExampleGen's check, the trainer's tf.data pipeline and the exported serving signature all
 decode with `decode_rgb`, so an image that was ingested is one that trains and is
-served; the trainer and the signature both call `preprocess_image`, so a served image is
-turned into exactly the tensor the model was trained on (no train/serve skew). Only
+served; the trainer calls `preprocess_image` and the signature `preprocess_each`, the same
+two steps (`place`, then `ink`) on a batch, so a served image is turned into exactly the
+tensor the model was trained on (no train/serve skew). Only
 TensorFlow graph ops are used (TF Serving runs no Python). The input size comes from the data
 (`geometry.py`); the pixels become "ink": distance from the image's own background colour as
 a person sees it (CIELAB, fitted as one matrix), contrast-stretched, so that pale, coloured
@@ -374,3 +375,16 @@ def preprocess_image(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:
     each image, `ink` turns the batch into ink at once).
     """
     return ink(place(image_bytes, geometry)[None])[0]
+
+
+def preprocess_each(image_bytes: tf.Tensor, geometry: Geometry) -> tuple[tf.Tensor, tf.Tensor]:
+    """`preprocess_image` of each item of a 1-D string tensor, [n, H, W, 1], and whether each
+    is valid: each placed on its own (`decode_each`, within its limits), then the batch
+    turned into ink at once. An item that is over the limits or does not decode is all
+    background (0) and not valid; the rest of the batch is unaffected."""
+    placed, valid = decode_each(
+        image_bytes,
+        lambda data: place(data, geometry),
+        tf.fill([geometry.height, geometry.width, 3], OUTSIDE),
+    )
+    return ink(placed), valid

@@ -2,12 +2,11 @@
 
 Contract 2 of DESIGN.md. The `serving_default` signature takes encoded image bytes and
 answers with text, so no client re-implements preprocessing or CTC decoding: the graph runs
-`preprocessing.preprocess_image`'s two steps, the trainer's own (`place` per image, behind
-the shared decoder's limits on pixels and bytes, then `ink` on the batch) and
-`decoding.decode` (with the answer lengths and the calibration the trainer fitted), with the
-vocabulary embedded as a constant. The model in
-the graph has its batch norms folded into its convs (`model.fold_batch_norm`): the same
-logits, fewer passes over memory.
+`preprocessing.preprocess_each` (the trainer's own `preprocess_image` on a batch, behind the
+shared decoder's limits on pixels and bytes) and `decoding.decode` (with the answer lengths
+and the calibration the trainer fitted), with the vocabulary embedded as a constant. The
+model in the graph has its batch norms folded into its convs (`model.fold_batch_norm`): the
+same logits, fewer passes over memory.
 
 Layout: `<export_dir>[/<model_name>]/<version>/`. A version is first written to a
 non-numeric temporary folder beside it and renamed into place when complete, so TF Serving
@@ -41,7 +40,7 @@ from components.predict import (
     evaluate_saved_model,
     saved_model_versions,
 )
-from components.preprocessing import OUTSIDE, decode_each, has_ink, ink, place
+from components.preprocessing import has_ink, preprocess_each
 from components.settings import setting
 from components.trainer import MODEL_CONFIG_FILE, load_trained
 
@@ -123,27 +122,15 @@ class ServingModule(tf.Module):
         self._geometry = config.geometry
         self._decoding = decoding
 
-    def _decode_each(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """`preprocess_image` of every item: each placed on its own (`decode_each`), then
-        turned into ink as one batch. An item over the limits or that fails to decode becomes
-        a blank image with `valid` false, the rest of the batch unaffected."""
-        geometry = self._geometry
-        placed, valid = decode_each(
-            image_bytes,
-            lambda data: place(data, geometry),
-            tf.fill([geometry.height, geometry.width, 3], OUTSIDE),
-        )
-        return ink(placed), valid
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def preprocess(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         """The model's input tensor for each image, as served (for skew checks and debugging)."""
-        images, valid = self._decode_each(image_bytes)
+        images, valid = preprocess_each(image_bytes, self._geometry)
         return {"images": images, "valid": valid}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def serve(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        images, valid = self._decode_each(image_bytes)
+        images, valid = preprocess_each(image_bytes, self._geometry)
         logits = self.model(images, training=False)
         text, confidence = decode(logits, self._vocab, self._decoding)
         # Reading nothing is no confident reading: an image with no ink (blank) or no text

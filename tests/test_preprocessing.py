@@ -12,14 +12,11 @@ from components.geometry import Geometry
 from components.preprocessing import (
     INK_COLOURS,
     MIN_CONTRAST,
-    OUTSIDE,
     SRGB_TO_LAB,
-    decode_each,
     decode_rgb,
     has_ink,
     header_sizes,
-    ink,
-    place,
+    preprocess_each,
     preprocess_image,
     scale_to_fit,
     size_check,
@@ -178,10 +175,8 @@ def test_a_batch_turns_into_ink_as_each_image_alone_would():
         encode(Image.fromarray(half_transparent, "RGBA"), "PNG"),
         encode(Image.fromarray(rng.integers(0, 256, (40, 360, 3), np.uint8)), "JPEG"),  # shrunk
     ]
-    placed, valid = decode_each(
-        tf.constant(images), lambda data: place(data, GEOMETRY), tf.fill([40, 120, 3], OUTSIDE)
-    )
-    batch = ink(placed).numpy()[..., 0]
+    batch, valid = preprocess_each(tf.constant(images), GEOMETRY)
+    batch = batch.numpy()[..., 0]
     assert valid.numpy().tolist() == [True, True, False, True, True, True]
     assert not np.isnan(batch).any() and (batch[2] == 0).all()
     for index in [0, 1, 3, 4, 5]:
