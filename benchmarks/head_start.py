@@ -87,9 +87,9 @@ def zero_shot(name: str, labels: dict[pathlib.Path, str], dddd_python: str) -> d
     with tempfile.TemporaryDirectory() as export_dir:
         version = head_start.export_shipped(export_dir)
         answers = predict_files(ExportedModel(version), [str(f) for f in files])
-        ours = reading_metrics(truth, [a.text for a in answers])
-    result = {"name": name, "held_out_images": len(files), "pretrained": ours["accuracy"]}
-    result["pretrained_cer"] = ours["cer"]
+        ours = [a.text for a in answers]
+    result = {"name": name, "held_out_images": len(files), **accuracies("pretrained", truth, ours)}
+    result["pretrained_cer"] = reading_metrics(truth, ours)["cer"]
     if os.path.exists(dddd_python):
         done = subprocess.run(
             [dddd_python, "-c", DDDD_READ],
@@ -99,8 +99,32 @@ def zero_shot(name: str, labels: dict[pathlib.Path, str], dddd_python: str) -> d
             check=True,
         )
         texts = json.loads(done.stdout.strip().splitlines()[-1])
-        result["ddddocr"] = reading_metrics(truth, texts)["accuracy"]
+        result.update(accuracies("ddddocr", truth, texts))
     return result
+
+
+def accuracies(reader: str, truth: list[str], texts: list[str]) -> dict[str, float]:
+    """A reader's accuracy as it answered, and with its answers in the labels' case."""
+    cased = [in_labels_case(text, truth) for text in texts]
+    return {
+        reader: reading_metrics(truth, texts)["accuracy"],
+        f"{reader}_in_labels_case": reading_metrics(truth, cased)["accuracy"],
+    }
+
+
+def in_labels_case(text: str, labels: list[str]) -> str:
+    """`text` in the one case the labels write letters in, if they use one.
+
+    ddddocr and the shipped model read letters in either case (`tiny`'s capitals may come
+    back lower case); a user who knows the site's captchas are all capitals folds the
+    answers so. Labels in both cases (`case`) are compared as they are.
+    """
+    letters = "".join(labels)
+    if not any(c.islower() for c in letters):
+        return text.upper()
+    if not any(c.isupper() for c in letters):
+        return text.lower()
+    return text
 
 
 def real_held_out(data: pathlib.Path, name: str) -> dict[pathlib.Path, str]:
