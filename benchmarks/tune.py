@@ -233,6 +233,8 @@ def main() -> int:
                 "best_metrics",
                 "defaults_score",
                 "best_beat_defaults_by",
+                "top_trial_id",
+                "top_beat_defaults_by",
                 "stopped_by_time_budget",
             )
         },

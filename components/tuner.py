@@ -415,26 +415,40 @@ def _gain(trial: kt.engine.trial.Trial, over: kt.engine.trial.Trial, objective: 
     return sign * (trial.score - over.score)
 
 
-def _chosen_trial(oracle: kt.Oracle, objective: str) -> kt.engine.trial.Trial | None:
-    """The best completed trial, unless it beats trial 0 by no more than MIN_WIN: then trial 0."""
+def _top_trial(oracle: kt.Oracle) -> kt.engine.trial.Trial | None:
+    """The completed trial of the best score."""
     completed = [t for t in oracle.get_best_trials(len(oracle.trials)) if t.status == "COMPLETED"]
-    if not completed:
-        return None
-    defaults = _defaults_trial(oracle)
-    if defaults is not None and _gain(completed[0], defaults, objective) <= MIN_WIN[objective]:
+    return completed[0] if completed else None
+
+
+def _chosen_trial(oracle: kt.Oracle, objective: str) -> kt.engine.trial.Trial | None:
+    """The top trial, unless it beats trial 0 by no more than MIN_WIN: then trial 0."""
+    top, defaults = _top_trial(oracle), _defaults_trial(oracle)
+    if (
+        top is not None
+        and defaults is not None
+        and _gain(top, defaults, objective) <= MIN_WIN[objective]
+    ):
         return defaults
-    return completed[0]
+    return top
 
 
 def _compare_with_defaults(oracle: kt.Oracle, objective: str) -> dict[str, Any]:
-    """Trial 0's score (the profile's model), and how much the chosen trial beat it."""
-    defaults, best = _defaults_trial(oracle), _chosen_trial(oracle, objective)
-    if defaults is None or best is None:
+    """Trial 0's score (the profile's model), how much the chosen trial beat it, and by how
+    much the top trial did (when that is within MIN_WIN, the chosen trial is trial 0)."""
+    defaults, best, top = (
+        _defaults_trial(oracle),
+        _chosen_trial(oracle, objective),
+        _top_trial(oracle),
+    )
+    if defaults is None or best is None or top is None:
         return {}
     return {
         "defaults_trial_id": defaults.trial_id,
         "defaults_score": defaults.score,
         "best_beat_defaults_by": _gain(best, defaults, objective),
+        "top_trial_id": top.trial_id,
+        "top_beat_defaults_by": _gain(top, defaults, objective),
         "min_win": MIN_WIN[objective],
     }
 
@@ -548,10 +562,12 @@ def run_tune(
     )
     artifact_io.write_file(posixpath.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2))
     log.info(
-        "%d trials; best %s (trial %s), the profile's model %s",
+        "%d trials; chosen trial %s (%s), the profile's model %s; the top trial %s beat it by %s",
         summary["num_trials"],
-        summary.get("best_score"),
         summary.get("best_trial_id"),
+        summary.get("best_score"),
         summary.get("defaults_score"),
+        summary.get("top_trial_id"),
+        summary.get("top_beat_defaults_by"),
     )
     return summary

@@ -205,6 +205,9 @@ def test_a_search_whose_trials_are_all_worse_returns_the_defaults(tmp_path, othe
     assert report["best_trial_id"] == first
     assert ModelConfig.from_json(str(tmp_path / "best_hyperparameters.json")) == TINY
     comparison = tuner_module._compare_with_defaults(oracle, "val_score")
+    top = comparison.pop("top_trial_id")
+    assert comparison.pop("top_beat_defaults_by") == pytest.approx(max(0.0, max(others) - 0.5))
+    assert oracle.get_trial(top).score == max(0.5, *others)
     assert comparison == {
         "defaults_trial_id": first,
         "defaults_score": 0.5,
