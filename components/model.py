@@ -4,7 +4,7 @@ The served decoding (allowed lengths, calibrated confidence) is `components.deco
 
 Class layout of the model's output: index 0 is the CTC blank, index `i + 1` is line `i` of
 `vocab.txt`. That is the convention of `keras.losses.CTC` (blank and label padding = 0), so
-the trainer feeds `label_ids + 1` padded with zeros.
+the trainer feeds `label_ids + 1` padded with zeros; `ctc_loss` keeps it.
 """
 
 from __future__ import annotations
@@ -218,13 +218,35 @@ def fold_batch_norm(model: keras.Model, config: ModelConfig) -> keras.Model:
     return folded
 
 
+@keras.saving.register_keras_serializable(package="captcha_ocr")
+def ctc_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """CTC loss per captcha of zero-padded labels (ids + 1) and logits [B, T, classes].
+
+    `keras.losses.CTC`'s loss, computed by TensorFlow's CTCLoss kernel: given dense labels,
+    `tf.nn.ctc_loss` runs its forward-backward as a loop of small ops per frame, which on a
+    CPU cost a large share of each training step (benchmarks/README.md, "training step").
+    Sparse labels select the kernel; the loss and its gradient are the same. The kernel
+    refuses an empty label, as ExampleGen does.
+    """
+    labels = tf.sparse.from_dense(tf.cast(y_true, tf.int32))  # the padding (0) drops out
+    frames = tf.fill(tf.shape(y_pred)[:1], tf.shape(y_pred)[1])
+    return tf.nn.ctc_loss(
+        labels=labels,
+        logits=y_pred,
+        label_length=None,
+        logit_length=frames,
+        logits_time_major=False,
+        blank_index=BLANK,
+    )
+
+
 def compile_model(
     model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
 ) -> None:
     """Adam + CTC loss + the two reading metrics; the trainer recompiles with its LR schedule."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CTC(),
+        loss=ctc_loss,
         metrics=[SequenceAccuracy(), CharacterErrorRate()],
     )
 

@@ -20,6 +20,7 @@ from components.model import (
     ModelConfig,
     SequenceAccuracy,
     build_model,
+    ctc_loss,
     fold_batch_norm,
 )
 from components.preprocessing import preprocess_image
@@ -51,6 +52,24 @@ def test_keras_metrics_hand_computed():
     assert float(cer.result()) == pytest.approx(1 / 8)
     cer.update_state(tf.constant([[1, 2, 0]]), logits_for([[3, 0, 3, 0, 3, 0]], 4))
     assert float(cer.result()) == pytest.approx((1 + 3) / (8 + 2))  # "ccc" vs "ab": 2 subs + 1 ins
+
+
+def test_ctc_loss_is_keras_ctc_loss_with_its_gradient_and_saves_with_the_model(tmp_path):
+    # Labels (ids + 1, zero padded) of lengths 3, 1, 5 and 2, repeats included.
+    y_true = tf.constant([[1, 1, 2, 0, 0], [3, 0, 0, 0, 0], [1, 2, 2, 3, 1], [2, 2, 0, 0, 0]])
+    logits = tf.random.stateless_normal([4, 12, 4], seed=[1, 2])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = ctc_loss(y_true, logits)
+        lengths = tf.reduce_sum(tf.cast(y_true != 0, tf.int32), 1)
+        keras_loss = keras.ops.ctc_loss(y_true, logits, lengths, tf.fill([4], 12), mask_index=0)
+    np.testing.assert_allclose(ours.numpy(), keras_loss.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(ours, logits).numpy(), tape.gradient(keras_loss, logits).numpy(), atol=1e-5
+    )
+    model = build_model(dataclasses.replace(KERAS_EXAMPLE, image_height=16, image_width=32), 3)
+    model.save(tmp_path / "model.keras")
+    assert keras.models.load_model(tmp_path / "model.keras").loss is ctc_loss
 
 
 def test_keras_example_preset_is_the_example_architecture():
