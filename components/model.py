@@ -224,7 +224,7 @@ def ctc_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
     `keras.losses.CTC`'s loss, computed by TensorFlow's CTCLoss kernel: given dense labels,
     `tf.nn.ctc_loss` runs its forward-backward as a loop of small ops per frame, which on a
-    CPU cost a large share of each training step (benchmarks/README.md, "training step").
+    CPU made each training step 8 % longer (benchmarks/README.md, "train_step.py").
     Sparse labels select the kernel; the loss and its gradient are the same. The kernel
     refuses an empty label, as ExampleGen does.
     """

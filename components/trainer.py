@@ -333,6 +333,21 @@ class Fitted:
     warm_started: dict[str, Any] | None  # what `warm_start` mapped, when it ran
 
 
+def in_memory(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """The same batches, from tensors held in memory (the validation holdout, which is small).
+
+    Keras makes a new iterator over the validation data every epoch and drops the last one;
+    dropping an iterator over a pipeline with background threads (the parallel map, the
+    prefetch) stalled `fit` for up to 10 seconds, an epoch's work, in a third of the epochs
+    (benchmarks/README.md, "train_step.py"). One over tensors has no threads to wait for.
+    """
+    images, labels = zip(*batches, strict=True)
+    batch_size = int(tf.shape(images[0])[0])  # every batch but the last is full
+    return tf.data.Dataset.from_tensor_slices((tf.concat(images, 0), tf.concat(labels, 0))).batch(
+        batch_size
+    )
+
+
 def fit_model(
     model_config: ModelConfig,
     vocab: Sequence[str],
@@ -356,6 +371,7 @@ def fit_model(
     start = time.time()
     attempts: list[dict[str, Any]] = []
     warm_started = None
+    validation_ds = in_memory(validation_ds)
     for attempt in range(train_config.max_restarts + 1):
         seed = train_config.seed + attempt
         learning_rate = model_config.learning_rate * 0.5**attempt
@@ -375,7 +391,10 @@ def fit_model(
         artifacts = _artifact_callbacks(train_config, out_dir) if out_dir else []
         epoch_times = _EpochTimes()
         history = model.fit(
-            fit_ds,
+            # One iterator for the whole fit (steps_per_epoch marks the epochs), for the same
+            # reason as `in_memory`: a new one each epoch dropped the last one.
+            fit_ds.repeat(),
+            steps_per_epoch=steps_per_epoch,
             validation_data=validation_ds,
             epochs=train_config.epochs,
             callbacks=[schedule, *selection, *artifacts, epoch_times],
