@@ -338,8 +338,9 @@ def in_memory(batches: tf.data.Dataset) -> tf.data.Dataset:
 
     Keras makes a new iterator over the validation data every epoch and drops the last one;
     dropping an iterator over a pipeline with background threads (the parallel map, the
-    prefetch) stalled `fit` for up to 10 seconds, an epoch's work, in a third of the epochs
-    (benchmarks/README.md, "train_step.py"). One over tensors has no threads to wait for.
+    prefetch) stalled `fit` for up to 10 seconds, an epoch's work, in a third to a half of
+    the epochs (benchmarks/README.md, "train_step.py"). One over tensors has no threads to
+    wait for.
     """
     images, labels = zip(*batches, strict=True)
     batch_size = int(tf.shape(images[0])[0])  # every batch but the last is full

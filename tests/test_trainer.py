@@ -23,7 +23,7 @@ from helpers import (
 from components import examples
 from components.augmentation import NO_AUGMENTATION
 from components.evaluator import run_evaluate
-from components.trainer import TrainConfig, load_trained, plateau_epochs, run_train
+from components.trainer import TrainConfig, in_memory, load_trained, plateau_epochs, run_train
 from pipeline.configs import PROFILES
 
 CLEAN_MODEL = tiny_model(
@@ -314,3 +314,22 @@ def test_the_plateau_limit_is_counted_in_steps_on_a_small_data_set(steps_per_epo
     full = PROFILES["full"].train
     assert plateau_epochs(full, steps_per_epoch) == epochs
     assert plateau_epochs(full.replace(plateau_epochs=None), steps_per_epoch) is None
+
+
+def test_validation_held_in_memory_gives_the_same_batches():
+    """`in_memory` replaces the validation pipeline (map, cache, prefetch) by tensors: the
+    batches, the short last one included, must be the very same."""
+    images = tf.random.stateless_uniform([10, 4, 6, 1], seed=[3, 4])
+    labels = tf.reshape(tf.range(30), [10, 3])
+    pipeline = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .map(lambda x, y: (x * 2.0, y + 1), num_parallel_calls=tf.data.AUTOTUNE)
+        .cache()
+        .batch(4)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    expected, held = list(pipeline), list(in_memory(pipeline))
+    assert [int(x.shape[0]) for x, _ in held] == [4, 4, 2]
+    for (x, y), (x_held, y_held) in zip(expected, held, strict=True):
+        np.testing.assert_array_equal(x.numpy(), x_held.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_held.numpy())
