@@ -246,12 +246,13 @@ def calibrate(log_p: np.ndarray, correct: np.ndarray, label_lengths: Sequence[in
     return dataclasses.replace(calibrated, review_below=review_below, fitted_on=fitted_on)
 
 
-def fit_decoding(
-    model: keras.Model, validation: tf.data.Dataset, label_lengths: Sequence[int]
-) -> Decoding:
-    """Calibrate on the trainer's validation holdout: batches of (images, labels id + 1)."""
+def answer_scores(
+    model: keras.Model, batches: tf.data.Dataset, label_lengths: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each answer's raw log-probability and whether it is right, over batches of (images,
+    labels id + 1)."""
     scores, correct = [], []
-    for images, labels in validation:
+    for images, labels in batches:
         ids, log_p = decode_ids(model(images, training=False), label_lengths)
         truth = tf.ragged.boolean_mask(labels, labels > 0) - 1
         answers = tf.RaggedTensor.from_tensor(ids, padding=-1)
@@ -259,8 +260,14 @@ def fit_decoding(
         correct += [
             list(a) == list(t) for a, t in zip(answers.to_list(), truth.to_list(), strict=True)
         ]
-    log_p = np.concatenate(scores) if scores else np.zeros(0)
-    return calibrate(log_p, np.array(correct, dtype=bool), label_lengths)
+    return (np.concatenate(scores) if scores else np.zeros(0)), np.array(correct, dtype=bool)
+
+
+def fit_decoding(
+    model: keras.Model, validation: tf.data.Dataset, label_lengths: Sequence[int]
+) -> Decoding:
+    """Calibrate on the trainer's validation holdout: batches of (images, labels id + 1)."""
+    return calibrate(*answer_scores(model, validation, label_lengths), label_lengths)
 
 
 def reliability(
