@@ -59,12 +59,12 @@ PROFILES: dict[str, Profile] = {
     # data. Thin early convs (16, 32 filters) where the activations are largest and one
     # BiLSTM read the real captchas as well as conv 32-64-64 + BiLSTM 128-64 did, at 2.5x its
     # serving speed and twice its training speed (benchmarks/README.md). The rate is held
-    # until the model reads, then decays over 80 epochs but at least 6,000 steps (a small
-    # data set needs steps, not epochs), within 14 minutes (on 2 cores, 3,000 captchas reach
-    # the 14 minutes first); an attempt reading nothing after 40 epochs and at least 3,000
-    # steps, or after 40 % of the budget, starts again with another seed (twice at most).
-    # Started from a model that already reads (the shipped one, an earlier version), it
-    # fine-tunes at a quarter of the peak rate (benchmarks/README.md, head_start.py).
+    # until the model reads, then decays over 40 epochs but at least 3,000 steps (a small
+    # data set needs steps, not epochs), within 14 minutes; an attempt reading nothing after
+    # 40 epochs and at least 3,000 steps, or after 40 % of the budget, starts again with
+    # another seed (twice at most). Started from a model that
+    # already reads (the shipped one, an earlier version), it fine-tunes at a quarter of
+    # the peak rate (benchmarks/README.md, head_start.py).
     "full": Profile(
         model=ModelConfig(
             conv_filters=(16, 32, 64),
@@ -80,8 +80,8 @@ PROFILES: dict[str, Profile] = {
             batch_size=16,
             lr_schedule="hold-cosine",
             warmup_epochs=2,
-            decay_epochs=80,
-            min_decay_steps=6000,
+            decay_epochs=40,
+            min_decay_steps=3000,
             fine_tune_rate_scale=0.25,
             plateau_epochs=40,
             min_plateau_steps=3000,
