@@ -30,14 +30,15 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from components import artifact_io, dataset, examples, trainer  # noqa: E402
 from components.decoding import (  # noqa: E402
     TARGET_PRECISION,
+    Decoding,
     answer_scores,
     calibration_metrics,
     fit_platt,
-    raw_logit,
     threshold_for_precision,
 )
 
@@ -78,15 +79,16 @@ def row(name: str, weights: tuple[float, float], found: dict) -> str:
     """One calibration's line: fitted weights, then how it reads on the eval split."""
 
     def confidence(log_p: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(weights[0] * raw_logit(log_p) + weights[1])))
+        return Decoding(platt=weights).confidence(tf.constant(log_p, tf.float32)).numpy()
 
     holdout_log_p, holdout_right = found["validation"]
     log_p, right = found["eval"]
-    metrics = calibration_metrics(confidence(log_p), right, HIGH)
+    eval_confidence = confidence(log_p)
+    metrics = calibration_metrics(eval_confidence, right, HIGH)
     review_below = threshold_for_precision(
         confidence(holdout_log_p), holdout_right, TARGET_PRECISION
     )
-    kept = confidence(log_p) >= review_below
+    kept = eval_confidence >= review_below
     kept_right = f"{right[kept].mean():.2%}" if kept.any() else "-"
     return (
         f"| {name} | {weights[0]:.2f}, {weights[1]:.2f} "

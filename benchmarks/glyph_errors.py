@@ -57,8 +57,8 @@ def drawn_glyphs(
     return label, [(round(h * scale), c) for h, c in glyphs[: len(label)]]
 
 
-def share(group: list[dict], wrong: str) -> str:
-    bad = sum(r[wrong] for r in group)
+def share(group: list[dict]) -> str:
+    bad = sum(r["wrong"] for r in group)
     return f"{bad / len(group):.1%} ({bad})" if group else ""
 
 
@@ -75,10 +75,7 @@ def glyph_table(glyphs: list[dict], height: int) -> str:
         dark = [g for g in group if not g["pale"]]
         pale = [g for g in group if g["pale"]]
         name = f"{low}-{high - 1}" if high < 99 else f"{low}+"
-        lines.append(
-            f"| {name} | {len(dark)} | {share(dark, 'wrong')} "
-            f"| {len(pale)} | {share(pale, 'wrong')} |"
-        )
+        lines.append(f"| {name} | {len(dark)} | {share(dark)} | {len(pale)} | {share(pale)} |")
     return "\n".join(lines)
 
 
@@ -91,14 +88,14 @@ def main() -> int:
     if not row:
         parser.error(f"{args.row} is not a styles.py row folder (style-NAME-seedN)")
     style, seed = styles.get_style(row[1]), int(row[2])
-    with open(args.row / ERRORS, newline="") as f:
-        answers = {r["source"]: r["prediction"] for r in csv.DictReader(f)}
+    with open(args.row / ERRORS, newline="") as f:  # sources are paths as the run saw them
+        answers = {pathlib.PurePath(r["source"]).name: r["prediction"] for r in csv.DictReader(f)}
     captchas, glyphs, other_length = [], [], 0
     for path in sorted((args.row / "train").iterdir()):
         if split_for(hashlib.sha256(path.read_bytes()).hexdigest()) != "eval":
             continue
         label, drawn = drawn_glyphs(style, seed, int(path.stem.rsplit("_", 1)[1]), args.height)
-        answer = answers.get(str(path), label)
+        answer = answers.pop(path.name, label)
         pale = [c in styles.PALE_COLOURS for _, c in drawn]
         captchas.append({"pale": sum(pale), "wrong": answer != label})
         if len(answer) != len(label):
@@ -106,13 +103,13 @@ def main() -> int:
             continue  # a dropped or added character: which glyph is not known
         for (height, _), is_pale, said, meant in zip(drawn, pale, answer, label, strict=True):
             glyphs.append({"height": height, "pale": is_pale, "wrong": said != meant})
-    print(f"{args.row}: {len(captchas)} eval captchas, {share(captchas, 'wrong')} misread\n")
+    if answers:  # every error is an eval captcha: a leftover means the split was not redone
+        parser.error(f"{len(answers)} errors of {ERRORS} are not eval captchas of {args.row}")
+    print(f"{args.row}: {len(captchas)} eval captchas, {share(captchas)} misread\n")
     lines = ["| pale glyphs in the captcha | eval captchas | misread |", "|---|---:|---:|"]
     for low, high in ((0, 1), (1, 2), (2, 3), (3, 99)):
         group = [c for c in captchas if low <= c["pale"] < high]
-        lines.append(
-            f"| {low if high == low + 1 else f'{low}+'} | {len(group)} | {share(group, 'wrong')} |"
-        )
+        lines.append(f"| {low if high == low + 1 else f'{low}+'} | {len(group)} | {share(group)} |")
     print("\n".join(lines) + "\n")
     print(glyph_table(glyphs, args.height))
     print(f"\n({other_length} captchas answered with a character dropped or added are left out)")
