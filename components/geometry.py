@@ -20,9 +20,11 @@ MIN_HEIGHT, MAX_HEIGHT = 32, 48
 # Columns per output frame (the first two conv blocks pool 2x2) and a multiple for the sizes.
 FRAME_PIXELS = 4
 SIZE_MULTIPLE = 8
-# More frames than this per character cost time and add nothing a CTC reader needs; fewer
-# than the minimum leave no room for blanks between repeated characters.
-MAX_FRAMES_PER_CHARACTER = 10
+# Beyond this many frames (4 px each) per character of the longest label an image is mostly
+# space between glyphs, so squeezing it costs nothing but time; below it, squeezing thins the
+# glyphs and costs accuracy (10 squeezed `wide` to 0.78 and read 63 % where 1.0 read 70.6 %:
+# benchmarks/README.md, "A geometry that does not squeeze").
+MAX_FRAMES_PER_CHARACTER = 16
 MAX_SQUEEZE = 2.0  # narrowest horizontal scale relative to the vertical one, as 1 / MAX_SQUEEZE
 
 
