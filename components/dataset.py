@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from components import examples
-from components.geometry import Geometry
-from components.preprocessing import preprocess_image
+from components.geometry import FRAME_PIXELS, SIZE_MULTIPLE, Geometry
+from components.preprocessing import preprocess_image, scaled_size
 
 
 def parse_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -35,6 +36,41 @@ def to_model_input(
     labels = tf.pad(ids, [[0, max_label_length - tf.shape(ids)[0]]])
     labels.set_shape([max_label_length])
     return image, labels
+
+
+def bucket_widths(geometry: Geometry, buckets: int) -> list[int]:
+    """The widths training batches are cut to: `buckets` even steps up to the input's width."""
+    step = geometry.width / buckets
+    return sorted(
+        {
+            min(geometry.width, SIZE_MULTIPLE * math.ceil(step * k / SIZE_MULTIPLE))
+            for k in range(1, buckets + 1)
+        }
+    )
+
+
+def needed_width(example: dict[str, tf.Tensor], geometry: Geometry) -> tf.Tensor:
+    """Columns an example needs: its image as drawn in the input (`place` pads on the right),
+    and at least the frames its label needs, with a blank between repeated characters."""
+    drawn = scaled_size(example["height"], example["width"], geometry)[1]
+    frames = FRAME_PIXELS * (2 * tf.cast(example["label_length"], tf.int32) + 1)
+    return tf.maximum(drawn, frames)
+
+
+def batch_by_width(ds: tf.data.Dataset, widths: list[int], batch_size: int) -> tf.data.Dataset:
+    """Batches of (images, labels) from (image, labels, needed width) elements, each batch of
+    one width bucket and cut to its width: the columns right of every image's own are padding,
+    which a batch of the input's full width would compute for nothing."""
+    bounds = tf.constant(widths, tf.int32)
+
+    def bucket(image: tf.Tensor, labels: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.searchsorted(bounds, width[None])[0], tf.int64)
+
+    def batches(key: tf.Tensor, window: tf.data.Dataset) -> tf.data.Dataset:
+        cut = bounds[key]
+        return window.batch(batch_size).map(lambda images, labels, _: (images[:, :, :cut], labels))
+
+    return ds.group_by_window(bucket, batches, window_size=batch_size)
 
 
 def in_validation_holdout(example: dict[str, tf.Tensor], validation_percent: int) -> tf.Tensor:
@@ -72,21 +108,31 @@ def make_dataset(
     seed: int = 0,
     validation_percent: int = 0,
     subset: str = "all",
+    width_buckets: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (images [B, H, W, 1], labels [B, max_label_length]) for `model.fit`.
 
     Decoded images are cached in memory after the first epoch; `augment` (a function of a
     batch of images, see components/augmentation.py) runs on training batches only, after
-    the cache, so every epoch sees fresh variations.
+    the cache, so every epoch sees fresh variations. With `width_buckets` > 1, training
+    batches hold images of similar width and are cut to it (`batch_by_width`), so W varies.
     """
+    bucketed = training and width_buckets > 1
+
+    def model_input(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, ...]:
+        image, labels = to_model_input(example, geometry, max_label_length)
+        return (image, labels, needed_width(example, geometry)) if bucketed else (image, labels)
+
     ds = read_subset(examples_dirs, split, validation_percent, subset).map(
-        lambda ex: to_model_input(ex, geometry, max_label_length),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        model_input, num_parallel_calls=tf.data.AUTOTUNE
     )
     ds = ds.cache()
     if training:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if bucketed:
+        ds = batch_by_width(ds, bucket_widths(geometry, width_buckets), batch_size)
+    else:
+        ds = ds.batch(batch_size)
     if training and augment is not None:
         ds = ds.map(lambda images, labels: (augment(images), labels), tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -101,9 +147,11 @@ def fit_and_validation(
     validation_percent: int,
     augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int = 0,
+    width_buckets: int = 1,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, dict[str, int]]:
     """The trainer's and the tuner's input: the train split minus its validation holdout
-    (shuffled, augmented), the holdout, and how many examples each holds."""
+    (shuffled, augmented, batched by width when `width_buckets` > 1), the holdout (at the
+    input's full width), and how many examples each holds."""
 
     def dataset(subset: str, training: bool) -> tf.data.Dataset:
         return make_dataset(
@@ -117,6 +165,7 @@ def fit_and_validation(
             seed=seed,
             validation_percent=validation_percent,
             subset=subset,
+            width_buckets=width_buckets,
         )
 
     counts = {

@@ -160,8 +160,12 @@ def search_space(hp: keras_tuner.HyperParameters, base: ModelConfig) -> ModelCon
 
 
 def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
-    """A model mapping images [B, H, W, 1] in [0, 1] to CTC logits [B, T, vocab_size + 1]."""
-    images = keras.Input((config.image_height, config.image_width, 1), name=IMAGE_INPUT)
+    """A model mapping images [B, H, W, 1] in [0, 1] to CTC logits [B, T, vocab_size + 1].
+
+    No weight depends on W (T = W / 4), so the model takes any width: the serving signature
+    feeds the config's, and training may feed batches cut to their images' width.
+    """
+    images = keras.Input((config.image_height, None, 1), name=IMAGE_INPUT)
     # Width becomes the time axis, as in the Keras example.
     x = keras.layers.Permute((2, 1, 3), name="width_first")(images)
     for block, filters in enumerate(config.conv_filters, start=1):
@@ -178,7 +182,7 @@ def build_model(config: ModelConfig, vocab_size: int) -> keras.Model:
         x = keras.layers.Activation("relu", name=f"conv{block}_relu")(x)
         pool = (2, 2) if block <= 2 else (1, 2)
         x = keras.layers.MaxPooling2D(pool, name=f"pool{block}")(x)
-    x = keras.layers.Reshape((config.time_steps, -1), name="frames")(x)
+    x = keras.layers.Reshape((-1, x.shape[2] * x.shape[3]), name="frames")(x)
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(config.dropout, name="dense_dropout")(x)
     for layer, units in enumerate(config.lstm_units, start=1):

@@ -337,19 +337,26 @@ def has_ink(images: tf.Tensor) -> tf.Tensor:
     return tf.reduce_max(images, axis=[1, 2, 3]) >= MIN_INK
 
 
-def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
-    """Resize to the geometry's height (its width scale applied), within its width.
+def scaled_size(height: tf.Tensor, width: tf.Tensor, geometry: Geometry) -> tf.Tensor:
+    """int32 [2]: the (height, width) an image of this size is drawn at in the input.
 
-    An image wider than the input after scaling is scaled down further to fit, never
-    stretched: text keeps its proportions, so one model reads captchas of several sizes.
+    The geometry's height (its width scale applied), within its width: an image wider than
+    the input after scaling is scaled down further to fit, never stretched, so text keeps its
+    proportions and one model reads captchas of several sizes.
     """
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    shape = tf.cast(tf.stack([height, width]), tf.float32)
     scale_y = geometry.height / shape[0]
     scale_x = scale_y * geometry.width_scale
     shrink = tf.minimum(1.0, geometry.width / (shape[1] * scale_x))
-    height = tf.clip_by_value(tf.round(shape[0] * scale_y * shrink), 1, geometry.height)
-    width = tf.clip_by_value(tf.round(shape[1] * scale_x * shrink), 1, geometry.width)
-    return tf.image.resize(image, tf.cast(tf.stack([height, width]), tf.int32), antialias=True)
+    scaled_height = tf.clip_by_value(tf.round(shape[0] * scale_y * shrink), 1, geometry.height)
+    scaled_width = tf.clip_by_value(tf.round(shape[1] * scale_x * shrink), 1, geometry.width)
+    return tf.cast(tf.stack([scaled_height, scaled_width]), tf.int32)
+
+
+def scale_to_fit(image: tf.Tensor, geometry: Geometry) -> tf.Tensor:
+    """Resize to `scaled_size`."""
+    shape = tf.shape(image)
+    return tf.image.resize(image, scaled_size(shape[0], shape[1], geometry), antialias=True)
 
 
 def place(image_bytes: tf.Tensor, geometry: Geometry) -> tf.Tensor:

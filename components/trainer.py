@@ -86,6 +86,9 @@ class TrainConfig:
         const=NO_AUGMENTATION,
     )
     validation_percent: int = 10  # of the train split, held out to pick the best epoch
+    # Training batches grouped into this many widths and cut to them (dataset.batch_by_width):
+    # for images of many widths, where most of a full-width batch would be padding.
+    width_buckets: int = 1
     seed: int = setting(0, "random seed of weights, shuffling and augmentation")
     max_minutes: float | None = setting(None, "training time budget in minutes", metavar="MINUTES")
     start: str = setting(
@@ -112,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule is one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule == "hold-cosine" and self.decay_epochs is None and not self.max_minutes:
             raise ValueError("hold-cosine decays over decay_epochs or max_minutes: set one")
+        if self.width_buckets < 1:
+            raise ValueError(f"width_buckets must be >= 1, got {self.width_buckets}")
         if not 0 < self.validation_percent < 100:
             raise ValueError(f"validation_percent must be in 1..99, got {self.validation_percent}")
         if self.start not in STARTS:
@@ -481,6 +486,7 @@ def prepare_training(
         validation_percent=train_config.validation_percent,
         augment=make_augment(train_config.augment),
         seed=train_config.seed,
+        width_buckets=train_config.width_buckets,
     )
     return TrainingData(
         dirs=dirs,

@@ -21,22 +21,27 @@ CLEAN_HEIGHT, CLEAN_WIDTH = 24, 64
 def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathlib.Path:
     """Contract 1 output (GZIP shards, vocab.txt, metadata.json) from {split: [(png, label)]}."""
     import collections
+    import io
     import json
 
     import tensorflow as tf
+    from PIL import Image
 
     from components import examples
 
+    sizes = []
     for split, items in splits.items():
         folder = pathlib.Path(examples.split_dir(str(output), split))
         folder.mkdir(parents=True)
         with tf.io.TFRecordWriter(str(folder / "data_tfrecord-00000-of-00001.gz"), "GZIP") as w:
             for n, (png, label) in enumerate(items):
+                width, height = Image.open(io.BytesIO(png)).size
+                sizes.append((height, width))
                 example = examples.make_example(
                     image=png,
                     image_format="png",
-                    height=CLEAN_HEIGHT,
-                    width=CLEAN_WIDTH,
+                    height=height,
+                    width=width,
                     channels=1,
                     label=label,
                     label_ids=examples.encode_label(label, vocab),
@@ -53,15 +58,15 @@ def write_examples_dir(output: pathlib.Path, splits: dict, vocab: list) -> pathl
         "label_length_counts": dict(
             collections.Counter(str(len(label)) for items in splits.values() for _, label in items)
         ),
-        "image_height_range": [CLEAN_HEIGHT, CLEAN_HEIGHT],
-        "image_width_range": [CLEAN_WIDTH, CLEAN_WIDTH],
-        "aspect_ratio_range": [CLEAN_WIDTH / CLEAN_HEIGHT] * 2,
+        "image_height_range": [min(h for h, _ in sizes), max(h for h, _ in sizes)],
+        "image_width_range": [min(w for _, w in sizes), max(w for _, w in sizes)],
+        "aspect_ratio_range": [min(w / h for h, w in sizes), max(w / h for h, w in sizes)],
     }
     (output / examples.METADATA_FILE).write_text(json.dumps(metadata))
     return output
 
 
-def clean_captcha(label: str, rng) -> bytes:
+def clean_captcha(label: str, rng, width: int = CLEAN_WIDTH) -> bytes:
     """A plain, easy-to-read PNG: dark glyphs at a jittered position on a light background."""
     import io
     import os
@@ -72,7 +77,7 @@ def clean_captcha(label: str, rng) -> bytes:
     font = ImageFont.truetype(
         os.path.join(os.path.dirname(captcha.__file__), "data", "DroidSansMono.ttf"), 18
     )
-    image = Image.new("L", (CLEAN_WIDTH, CLEAN_HEIGHT), color=rng.randint(200, 255))
+    image = Image.new("L", (width, CLEAN_HEIGHT), color=rng.randint(200, 255))
     ImageDraw.Draw(image).text(
         (rng.randint(1, 12), rng.randint(0, 3)), label, fill=rng.randint(0, 60), font=font
     )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import CLEAN_HEIGHT, clean_captcha, tiny_model, write_examples_dir
 
 from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, augment_batch, make_augment
-from components.dataset import make_dataset, read_split
+from components.dataset import bucket_widths, make_dataset, read_split
 from components.decoding import decode
 from components.geometry import Geometry
 from components.model import (
@@ -77,7 +79,9 @@ def test_keras_example_preset_is_the_example_architecture():
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64]
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
-    assert model.output_shape == (None, 50, 20)
+    assert model(np.zeros((1, 50, 200, 1), np.float32)).shape == (1, 50, 20)
+    # No weight depends on the width: a batch cut to 100 columns gives 25 frames.
+    assert model(np.zeros((2, 50, 100, 1), np.float32)).shape == (2, 25, 20)
     # conv 320 + 18,496; dense 768*64 + 64; BiLSTM 2*4*128*(64+128+1); BiLSTM 2*4*64*(256+64+1)
     body = 320 + 18_496 + 49_216 + 197_632 + 164_352
     assert model.count_params() == body + 128 * 20 + 20
@@ -136,6 +140,42 @@ def test_augmentation_changes_images_not_labels_and_is_off_at_eval(clean_example
     expected = tf.stack([preprocess_image(b, Geometry(24, 64, 1.0)) for b in stored])
     np.testing.assert_array_equal(eval_images.numpy(), expected.numpy())
     np.testing.assert_array_equal(eval_with_augment.numpy(), expected.numpy())
+
+
+def test_width_buckets_cut_batches_to_their_images_and_lose_nothing(tmp_path):
+    """Captchas 40 to 160 wide in a 160-wide input: each training batch holds one bucket's
+    images, cut to its width, with every column of ink they had at the full width."""
+    rng = random.Random(0)
+    widths = {"0": 40, "1": 64, "2": 100, "3": 160}  # the label's first digit names its width
+    labels = set()
+    while len(labels) < 48:  # distinct, so that each image is found by its label
+        labels.add("".join(rng.choice("0123") for _ in range(rng.randint(2, 4))))
+    items = [(clean_captcha(label, rng, width=widths[label[0]]), label) for label in sorted(labels)]
+    folder = write_examples_dir(tmp_path / "examples", {examples.TRAIN: items}, list("0123"))
+    geometry = Geometry(CLEAN_HEIGHT, 160, 1.0)
+    assert bucket_widths(geometry, 4) == [40, 80, 120, 160]
+    kwargs = dict(geometry=geometry, max_label_length=4, batch_size=4, training=True)
+    full = {
+        tuple(labels.numpy()): float(tf.reduce_sum(images))
+        for batch in make_dataset(str(folder), examples.TRAIN, **kwargs)
+        for images, labels in zip(*(tf.unstack(x) for x in batch), strict=True)
+    }
+    cut = {40: set(), 80: set(), 120: set(), 160: set()}
+    seen = 0
+    for images, labels in make_dataset(str(folder), examples.TRAIN, width_buckets=4, **kwargs):
+        width = images.shape[2]
+        for image, label in zip(images, labels.numpy(), strict=True):
+            seen += 1
+            cut[width].add(int(label[0]) - 1)  # ids + 1
+            assert float(tf.reduce_sum(image)) == pytest.approx(full[tuple(label)], rel=1e-6)
+    assert seen == len(items) == len(full)
+    assert cut == {40: {0}, 80: {1}, 120: {2}, 160: {3}}
+    # The model takes every width in one fit.
+    model = build_model(tiny_model(image_height=CLEAN_HEIGHT, image_width=160), vocab_size=4)
+    history = model.fit(
+        make_dataset(str(folder), examples.TRAIN, width_buckets=4, **kwargs), verbose=0
+    )
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_augment_batch_keeps_shape_range_and_identity_when_off():
