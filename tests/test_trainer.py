@@ -95,7 +95,8 @@ def test_model_folder_is_complete_and_written_atomically(trained_model_dir):
     } <= set(history[0])
     model, vocab, config = load_trained(str(trained_model_dir))
     assert vocab == examples.read_vocab(str(trained_model_dir / "vocab.txt"))
-    assert model.output_shape == (None, config.time_steps, len(vocab) + 1)
+    images = np.zeros((1, config.image_height, config.image_width, 1), np.float32)
+    assert model(images).shape == (1, config.time_steps, len(vocab) + 1)
     assert (
         TrainConfig.from_dict(json.loads((trained_model_dir / "train_config.json").read_text()))
         == tiny_training(start="scratch")  # the start used: no shipped model fits a tiny one
