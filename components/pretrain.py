@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 # geometry.MAX_HEIGHT: the zoo's tallest styles keep their detail, small ones are scaled up.
 PRETRAINED_HEIGHT = 48
 PROFILE = "full"  # the network `run --profile full` trains, so that it can start from it
-# The zoo's images are drawn 180 of the input's 512 columns wide on average: batched by width
-# in 8 buckets, a step computes 210 columns, not 512 (benchmarks/README.md, "width buckets").
-WIDTH_BUCKETS = 8
 SHIPPED_FILES = (examples.VOCAB_FILE, MODEL_CONFIG_FILE, DECODING_FILE)
 
 
@@ -152,7 +149,6 @@ def run_pretrain(
         max_minutes=config.max_minutes,
         start="scratch",
         warm_start=None,
-        width_buckets=WIDTH_BUCKETS,
     )
     summary = run_train(examples_dir, trainer_dir, model_config, train_config)
     trained = artifact_io.read_json(posixpath.join(trainer_dir, MODEL_CONFIG_FILE))

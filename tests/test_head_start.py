@@ -61,7 +61,7 @@ def test_pretraining_writes_a_small_model_and_its_provenance(pretrained):
     assert sum(provenance["counts"]["written"].values()) == provenance["counts"]["drawn"]
     assert provenance["seed"] == 3 and provenance["recipe"]["train"]["seed"] == 3
     assert provenance["recipe"]["profile"] == "full"
-    assert provenance["recipe"]["train"]["width_buckets"] == pretrain.WIDTH_BUCKETS
+    assert provenance["recipe"]["train"]["width_buckets"] == PROFILES["full"].train.width_buckets
     assert 0.0 <= provenance["validation_accuracy"] <= 1.0
     assert provenance["train_minutes"] > 0 and provenance["commit"]
     vocab = (pretrained / "vocab.txt").read_text().split("\n")[:-1]
