@@ -145,10 +145,7 @@ def run_pretrain(
         model_config, image_height=PRETRAINED_HEIGHT, image_width=None
     )
     train_config = train_config.replace(
-        seed=config.seed,
-        max_minutes=config.max_minutes,
-        start="scratch",
-        warm_start=None,
+        seed=config.seed, max_minutes=config.max_minutes, start="scratch", warm_start=None
     )
     summary = run_train(examples_dir, trainer_dir, model_config, train_config)
     trained = artifact_io.read_json(posixpath.join(trainer_dir, MODEL_CONFIG_FILE))
