@@ -27,8 +27,9 @@ from pipeline.configs import PROFILES
 
 IMAGES_PER_STYLE = 6
 # The shipped model's zero-shot floor on captchas of every style it never saw (a seed it was
-# not pretrained on); components/pretrained/provenance.json has its validation accuracy.
-SHIPPED_FLOOR = 0.70
+# not pretrained on): the model shipped 2026-12-07 15:35 reads 94 % of these 72, the one
+# before it about 87 % of such captchas; provenance.json has its validation accuracy.
+SHIPPED_FLOOR = 0.85
 UNSEEN_SEED = 11
 
 
