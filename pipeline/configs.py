@@ -65,8 +65,8 @@ PROFILES: dict[str, Profile] = {
     # another seed (twice at most). Started from a model that
     # already reads (the shipped one, an earlier version), it fine-tunes at a quarter of
     # the peak rate (benchmarks/README.md, head_start.py). Training batches are grouped by
-    # width in 8 buckets: `wide` trained in 8 minutes instead of its 14-minute budget and
-    # read 74.4 % instead of 70.6 % (benchmarks/README.md, "width buckets").
+    # width in 8 buckets: `wide` trained in 8.1 minutes instead of 11.4 on the same host and
+    # read 74.4 % against 71.0 % (one seed; benchmarks/README.md, "width buckets").
     "full": Profile(
         model=ModelConfig(
             conv_filters=(16, 32, 64),
