@@ -147,10 +147,10 @@ def test_width_buckets_cut_batches_to_their_images_and_lose_nothing(tmp_path):
     images, cut to its width, with every column of ink they had at the full width."""
     rng = random.Random(0)
     widths = {"0": 40, "1": 64, "2": 100, "3": 160}  # the label's first digit names its width
-    labels = set()
-    while len(labels) < 48:  # distinct, so that each image is found by its label
-        labels.add("".join(rng.choice("0123") for _ in range(rng.randint(2, 4))))
-    items = [(clean_captcha(label, rng, width=widths[label[0]]), label) for label in sorted(labels)]
+    texts = set()
+    while len(texts) < 48:  # distinct, so that each image is found by its label
+        texts.add("".join(rng.choice("0123") for _ in range(rng.randint(2, 4))))
+    items = [(clean_captcha(text, rng, width=widths[text[0]]), text) for text in sorted(texts)]
     folder = write_examples_dir(tmp_path / "examples", {examples.TRAIN: items}, list("0123"))
     geometry = Geometry(CLEAN_HEIGHT, 160, 1.0)
     assert bucket_widths(geometry, 4) == [40, 80, 120, 160]
