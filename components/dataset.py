@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from components import examples
-from components.geometry import FRAME_PIXELS, SIZE_MULTIPLE, Geometry
+from components.geometry import FRAME_PIXELS, Geometry
 from components.preprocessing import preprocess_image, scaled_size
 
 
@@ -36,17 +35,6 @@ def to_model_input(
     labels = tf.pad(ids, [[0, max_label_length - tf.shape(ids)[0]]])
     labels.set_shape([max_label_length])
     return image, labels
-
-
-def bucket_widths(geometry: Geometry, buckets: int) -> list[int]:
-    """The widths training batches are cut to: `buckets` even steps up to the input's width."""
-    step = geometry.width / buckets
-    return sorted(
-        {
-            min(geometry.width, SIZE_MULTIPLE * math.ceil(step * k / SIZE_MULTIPLE))
-            for k in range(1, buckets + 1)
-        }
-    )
 
 
 def needed_width(example: dict[str, tf.Tensor], geometry: Geometry) -> tf.Tensor:
@@ -130,7 +118,7 @@ def make_dataset(
     if training:
         ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     if bucketed:
-        ds = batch_by_width(ds, bucket_widths(geometry, width_buckets), batch_size)
+        ds = batch_by_width(ds, geometry.bucket_widths(width_buckets), batch_size)
     else:
         ds = ds.batch(batch_size)
     if training and augment is not None:

@@ -40,6 +40,11 @@ class Geometry:
     def time_steps(self) -> int:
         return self.width // FRAME_PIXELS
 
+    def bucket_widths(self, buckets: int) -> list[int]:
+        """The widths training batches are cut to: `buckets` even steps up to the width."""
+        step = self.width / buckets
+        return sorted({min(self.width, _round_up(step * k)) for k in range(1, buckets + 1)})
+
 
 def _round_up(value: float, multiple: int = SIZE_MULTIPLE) -> int:
     return int(math.ceil(value / multiple) * multiple)

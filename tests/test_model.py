@@ -13,7 +13,7 @@ from helpers import CLEAN_HEIGHT, clean_captcha, tiny_model, write_examples_dir
 
 from components import examples
 from components.augmentation import NO_AUGMENTATION, AugmentConfig, augment_batch, make_augment
-from components.dataset import bucket_widths, make_dataset, read_split
+from components.dataset import make_dataset, read_split
 from components.decoding import decode
 from components.geometry import Geometry
 from components.model import (
@@ -153,7 +153,7 @@ def test_width_buckets_cut_batches_to_their_images_and_lose_nothing(tmp_path):
     items = [(clean_captcha(text, rng, width=widths[text[0]]), text) for text in sorted(texts)]
     folder = write_examples_dir(tmp_path / "examples", {examples.TRAIN: items}, list("0123"))
     geometry = Geometry(CLEAN_HEIGHT, 160, 1.0)
-    assert bucket_widths(geometry, 4) == [40, 80, 120, 160]
+    assert geometry.bucket_widths(4) == [40, 80, 120, 160]
     kwargs = dict(geometry=geometry, max_label_length=4, batch_size=4, training=True)
     full = {
         tuple(labels.numpy()): float(tf.reduce_sum(images))
