@@ -1,15 +1,18 @@
-"""Where a style's reading errors fall: on pale glyphs, on small ones.
+"""Where a style's reading errors fall: on pale glyphs, small ones, faint ones.
 
 Issue 13's `wide` style stays far under 99 %. This takes one `styles.py` row's eval-split
 captchas (the run's own Evaluator split: `examples.split_for` of each image's SHA-256, as
 ExampleGen splits) and the answers in the run's `errors.csv`, and prints the share misread
 (1) of captchas by how many of their glyphs were drawn in a pale colour
-(`styles.PALE_COLOURS`), and (2) of glyphs, by their ink height in model-input pixels and
-their ink, pale or dark. A glyph is misread when the answer has the label's length and
-another character in its place; captchas answered with a character dropped or added are
-left out of (2). The glyphs are learnt by drawing each captcha again from its seed and
-index (the zoo's images are a function of them alone) with `styles.paste_ink` wrapped to
-record each glyph's mask and colour.
+(`styles.PALE_COLOURS`), (2) of glyphs, by their ink height in model-input pixels and
+their ink, pale or dark, and (3) of glyphs, by their contrast: the distance of their colour
+from the image's background (the median of its border) as the model's ink measures it
+(`preprocessing.INK_COLOURS`), which finds faint glyphs in any style. A glyph is misread
+when the answer has the label's length and another character in its place; captchas
+answered with a character dropped or added are left out of (2) and (3). The glyphs are
+learnt by drawing each captcha again from its seed and index (the zoo's images are a
+function of them alone) with `styles.paste_ink` wrapped to record each glyph's mask and
+colour.
 
     .venv/bin/python benchmarks/glyph_errors.py /tmp/captcha-styles/style-wide-seed0
 """
@@ -27,19 +30,34 @@ import sys
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from components import styles  # noqa: E402
 from components.examples import split_for  # noqa: E402
+from components.preprocessing import BACKGROUND, INK_COLOURS  # noqa: E402
 
 ERRORS = "run/runs/captcha-ocr/Evaluator/span-0/errors.csv"
 
 
+def background(image: Image.Image) -> np.ndarray:
+    """The median colour of the image's border, transparency over white, as `ink` finds it."""
+    flat = Image.new("RGBA", image.size, (BACKGROUND,) * 3 + (255,))
+    pixels = np.asarray(Image.alpha_composite(flat, image.convert("RGBA")).convert("RGB"))
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.median(border, axis=0)
+
+
+def contrast(colour: tuple, behind: np.ndarray) -> float:
+    """Distance of a glyph's colour from the background, as the model's ink measures it."""
+    return float(np.linalg.norm((np.float32(colour[:3]) - behind) / 255 @ INK_COLOURS))
+
+
 def drawn_glyphs(
     style: styles.Style, seed: int, index: int, height: int
-) -> tuple[str, list[tuple[int, tuple]]]:
-    """Image `index`'s label, and (ink height in input pixels at `height`, colour) of each
-    of its glyphs."""
+) -> tuple[str, list[tuple[int, tuple, float]]]:
+    """Image `index`'s label, and (ink height in input pixels at `height`, colour, contrast)
+    of each of its glyphs."""
     glyphs: list[tuple[int, tuple]] = []
     paste_ink = styles.paste_ink
 
@@ -53,8 +71,11 @@ def drawn_glyphs(
         label, image = style.render(seed, index)
     finally:
         styles.paste_ink = paste_ink
-    scale = height / Image.open(io.BytesIO(image)).height
-    return label, [(round(h * scale), c) for h, c in glyphs[: len(label)]]
+    if len(glyphs) < len(label):
+        raise SystemExit(f"style {style.name} does not draw its glyphs with styles.paste_ink")
+    drawn = Image.open(io.BytesIO(image))
+    scale, behind = height / drawn.height, background(drawn)
+    return label, [(round(h * scale), c, contrast(c, behind)) for h, c in glyphs[: len(label)]]
 
 
 def share(group: list[dict]) -> str:
@@ -79,6 +100,16 @@ def glyph_table(glyphs: list[dict], height: int) -> str:
     return "\n".join(lines)
 
 
+def contrast_table(glyphs: list[dict]) -> str:
+    """Share of glyphs misread, by their contrast against the background."""
+    lines = ["| glyph contrast (ink) | glyphs | misread |", "|---|---:|---:|"]
+    for low, high in ((0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.6), (0.6, 9)):
+        group = [g for g in glyphs if low <= g["contrast"] < high]
+        name = f"{low:.1f}-{high:.1f}" if high < 9 else f"{low:.1f}+"
+        lines.append(f"| {name} | {len(group)} | {share(group)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("row", type=pathlib.Path, help="a styles.py row folder (style-S-seedN)")
@@ -96,13 +127,15 @@ def main() -> int:
             continue
         label, drawn = drawn_glyphs(style, seed, int(path.stem.rsplit("_", 1)[1]), args.height)
         answer = answers.pop(path.name, label)
-        pale = [c in styles.PALE_COLOURS for _, c in drawn]
+        pale = [c in styles.PALE_COLOURS for _, c, _ in drawn]
         captchas.append({"pale": sum(pale), "wrong": answer != label})
         if len(answer) != len(label):
             other_length += 1
             continue  # a dropped or added character: which glyph is not known
-        for (height, _), is_pale, said, meant in zip(drawn, pale, answer, label, strict=True):
-            glyphs.append({"height": height, "pale": is_pale, "wrong": said != meant})
+        for (height, _, seen), is_pale, said, meant in zip(drawn, pale, answer, label, strict=True):
+            glyphs.append(
+                {"height": height, "pale": is_pale, "contrast": seen, "wrong": said != meant}
+            )
     if answers:  # every error is an eval captcha: a leftover means the split was not redone
         parser.error(f"{len(answers)} errors of {ERRORS} are not eval captchas of {args.row}")
     print(f"{args.row}: {len(captchas)} eval captchas, {share(captchas)} misread\n")
@@ -111,7 +144,8 @@ def main() -> int:
         group = [c for c in captchas if low <= c["pale"] < high]
         lines.append(f"| {low if high == low + 1 else f'{low}+'} | {len(group)} | {share(group)} |")
     print("\n".join(lines) + "\n")
-    print(glyph_table(glyphs, args.height))
+    print(glyph_table(glyphs, args.height) + "\n")
+    print(contrast_table(glyphs))
     print(f"\n({other_length} captchas answered with a character dropped or added are left out)")
     return 0
 
