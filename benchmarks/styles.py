@@ -58,6 +58,7 @@ from accuracy import link_folder, split_files  # noqa: E402
 from components import styles  # noqa: E402
 from components.decoding import calibration_metrics  # noqa: E402
 from components.evaluator import reading_metrics  # noqa: E402
+from components.head_start import PRETRAINED_ENV  # noqa: E402
 from components.synth import LABELS_CSV, SynthConfig, generate  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -241,6 +242,7 @@ def run_row(
             reading_began=reading_began(root / "Trainer" / "span-0" / "history.csv"),
             eval_accuracy=manifest["metrics"]["accuracy"],
             start=(manifest.get("start") or {}).get("start"),
+            start_from=os.environ.get(PRETRAINED_ENV),  # another model than the shipped one
             pushed=bool(manifest["exported"].get("pushed")),
         )
     from components.predict import saved_model_versions
@@ -284,8 +286,11 @@ def record_row(path: pathlib.Path, result: dict) -> None:
 
 
 def row_data(r: dict) -> str:
-    """The row's data set, and the flags its command added."""
-    return f"{r['kind']} `{r['name']}`" + "".join(f" `{f}`" for f in r.get("flags", []))
+    """The row's data set, the flags its command added, and the model it started from when
+    it was not the shipped one (${PRETRAINED_ENV})."""
+    start = f" from `{r['start_from']}`" if r.get("start_from") else ""
+    flags = "".join(f" `{f}`" for f in r.get("flags", []))
+    return f"{r['kind']} `{r['name']}`{flags}{start}"
 
 
 def table(results: list[dict]) -> str:
