@@ -41,7 +41,8 @@ ERRORS = "run/runs/captcha-ocr/Evaluator/span-0/errors.csv"
 
 
 def background(image: Image.Image) -> np.ndarray:
-    """The median colour of the image's border, transparency over white, as `ink` finds it."""
+    """The median colour of the image's border, transparency over white (`ink`'s background,
+    here per RGB channel of the image as drawn)."""
     flat = Image.new("RGBA", image.size, (BACKGROUND,) * 3 + (255,))
     pixels = np.asarray(Image.alpha_composite(flat, image.convert("RGBA")).convert("RGB"))
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])

@@ -287,7 +287,7 @@ def record_row(path: pathlib.Path, result: dict) -> None:
 
 def row_data(r: dict) -> str:
     """The row's data set, the flags its command added, and the model it started from when
-    it was not the shipped one (${PRETRAINED_ENV})."""
+    it was not the shipped one ($CAPTCHA_OCR_PRETRAINED)."""
     start = f" from `{r['start_from']}`" if r.get("start_from") else ""
     flags = "".join(f" `{f}`" for f in r.get("flags", []))
     return f"{r['kind']} `{r['name']}`{flags}{start}"
