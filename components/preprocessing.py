@@ -7,8 +7,8 @@ two steps (`place`, then `ink`) on a batch, so a served image is turned into exa
 tensor the model was trained on (no train/serve skew). Only
 TensorFlow graph ops are used (TF Serving runs no Python). The input size comes from the data
 (`geometry.py`); the pixels become "ink": distance from the image's own background colour as
-a person sees it (CIELAB, fitted as one matrix), contrast-stretched and raised to a power
-under 1, so that pale, coloured or light-on-dark glyphs stand out as dark-on-white ones do.
+a person sees it (CIELAB, fitted as one matrix), contrast-stretched and square-rooted, so
+that pale, coloured or light-on-dark glyphs stand out as dark-on-white ones do.
 
 `header_sizes` reads the size an encoded image declares, without decoding it, so that
 ingestion and serving refuse a decompression bomb before a byte of it is decoded
@@ -27,16 +27,17 @@ from components.geometry import Geometry
 # The most a faint image's contrast is stretched (see `ink`): JPEG and scanner noise is a
 # few hundredths, light gray ink (235 on white) 0.07, pale yellow on white 0.25.
 MIN_CONTRAST = 0.04
-# The power `ink` raises the stretched contrast to: under 1 it lifts faint strokes (a pale
-# glyph at 0.25 becomes 0.5) and leaves full ink and the background where they are. 0.5 read
-# pale glyphs on `wide` better than the linear ink (misread on 16.8 % of captchas with two
-# or more of them against 27.4 %) and JPEG's noise no worse (benchmarks/README.md, "Two
-# trials for the next shipped model").
-INK_POWER = 0.5
+# `ink` takes the square root of the stretched contrast: it lifts faint strokes (a pale glyph
+# at 0.25 becomes 0.5) and leaves full ink and the background where they are. It read pale
+# glyphs on `wide` better than the linear ink (misread on 16.8 % of captchas with two or more
+# of them against 27.4 %) and JPEG's noise no worse (benchmarks/README.md, "Two trials for
+# the next shipped model"). The square root, not `** 0.5`: IEEE rounds it exactly, so a
+# batch and an image alone get the same bits, where `pow` differed by an ulp between them
+# (tests/test_model.py's eval batches against `preprocess_image`).
 # An image whose strongest ink stays under this (after `ink`) holds no text: a blank image,
-# or JPEG noise on one (at most ~0.3 after the stretch, before the power), whereas any
+# or JPEG noise on one (at most ~0.3 after the stretch, before the root), whereas any
 # stroke of at least MIN_CONTRAST / 2 reaches it.
-MIN_INK = 0.5**INK_POWER
+MIN_INK = float(np.sqrt(0.5))
 # The most an input may cost: decoded pixels as its header declares them (GIF: all frames)
 # and encoded bytes. Captchas are ~10,000 pixels and tens of KB; 4M pixels decode to 16 MB.
 DEFAULT_MAX_PIXELS = 4_000_000
@@ -296,8 +297,8 @@ def ink(placed: tf.Tensor) -> tf.Tensor:
     0.06 from white in gray, 0.50 in Lab and 0.25 at half weight, against 0.89 for dark ink;
     full weight read JPEG's colour halos as ink (benchmarks/README.md, "ink"). The contrast is
     then stretched so that the image's strongest ink (its 99th percentile) reaches 1, but never
-    by more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint, and raised to
-    INK_POWER, so that strokes the stretch leaves faint (a pale glyph beside dark ones) are
+    by more than 1 / MIN_CONTRAST, so that a blank image's noise stays faint, and its square
+    root taken, so that strokes the stretch leaves faint (a pale glyph beside dark ones) are
     not lost in the network's first layers.
 
     Each image is computed on its own, but the batch at once: run per image, these ops cost
@@ -337,7 +338,7 @@ def ink(placed: tf.Tensor) -> tf.Tensor:
     strongest = tf.math.top_k(flat, tf.maximum(1, tf.shape(flat)[1] // 100)).values
     strong = tf.gather(strongest, rank - 1, batch_dims=1)
     stretched = distance / tf.maximum(strong, MIN_CONTRAST)[:, None, None]
-    return tf.where(inside, tf.clip_by_value(stretched, 0.0, 1.0) ** INK_POWER, 0.0)[..., None]
+    return tf.where(inside, tf.sqrt(tf.clip_by_value(stretched, 0.0, 1.0)), 0.0)[..., None]
 
 
 def has_ink(images: tf.Tensor) -> tf.Tensor:

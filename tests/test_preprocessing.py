@@ -11,7 +11,6 @@ from PIL import Image
 from components.geometry import Geometry
 from components.preprocessing import (
     INK_COLOURS,
-    INK_POWER,
     MIN_CONTRAST,
     SRGB_TO_LAB,
     decode_rgb,
@@ -130,7 +129,7 @@ def test_pale_coloured_ink_keeps_half_of_dark_inks_weight():
     """Pale yellow on white is 0.06 from it in gray: it was a tenth as bright as black ink.
 
     Colour weighs half of lightness (`CHROMA_WEIGHT`), so this yellow is about 0.3 of dark
-    ink's distance from white, and `INK_POWER` lifts that to about 0.55.
+    ink's distance from white, and the square root lifts that to about 0.55.
     """
     rgb = np.full((40, 120, 3), 255, np.uint8)
     left, right = INK_MASK.copy(), INK_MASK.copy()
@@ -151,13 +150,13 @@ def test_an_opaque_one_bit_png_decodes_to_its_pixels():
 def reference_ink(rgb: np.ndarray) -> np.ndarray:
     """`ink`'s definition for one image [h, w, 3] in [0, 1], in numpy: distance from the
     border's median colour (the upper median of each channel), stretched to the 99th
-    percentile and raised to INK_POWER."""
+    percentile, square-rooted."""
     colours = rgb @ INK_COLOURS
     border = np.concatenate([colours[0], colours[-1], colours[:, 0], colours[:, -1]])
     background = np.sort(border, axis=0)[len(border) // 2]
     distance = np.linalg.norm(colours - background, axis=-1)
     strong = np.sort(distance, axis=None)[::-1][max(1, distance.size // 100) - 1]
-    return np.clip(distance / max(strong, MIN_CONTRAST), 0, 1) ** INK_POWER
+    return np.sqrt(np.clip(distance / max(strong, MIN_CONTRAST), 0, 1))
 
 
 def test_a_batch_turns_into_ink_as_each_image_alone_would():
